@@ -201,6 +201,14 @@ mod tests {
     }
 
     #[test]
+    fn a_machine_event_with_an_unknown_field_is_refused() {
+        let json =
+            r#"{"tenant":"t","machine":"m","ts":5,"kind":"fault","code":"E7","colour":"red"}"#;
+        let err = serde_json::from_str::<MachineEvent>(json).unwrap_err();
+        assert!(err.to_string().contains("colour"), "{err}");
+    }
+
+    #[test]
     fn status_last_will_has_no_timestamp() {
         let s = StatusMessage::parse(br#"{"state":"offline"}"#).unwrap();
         assert_eq!(s.state, MachineState::Offline);

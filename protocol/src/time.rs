@@ -56,10 +56,11 @@ impl UnixMs {
     /// milliseconds, anything else must be RFC 3339.
     pub fn parse_flexible(value: &str) -> Result<Self, TimestampError> {
         let trimmed = value.trim();
-        if !trimmed.is_empty() && trimmed.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
-            if let Ok(ms) = trimmed.parse::<i64>() {
-                return Self::from_millis(ms);
-            }
+        if !trimmed.is_empty()
+            && trimmed.bytes().all(|b| b.is_ascii_digit() || b == b'-')
+            && let Ok(ms) = trimmed.parse::<i64>()
+        {
+            return Self::from_millis(ms);
         }
         Self::parse_rfc3339(trimmed)
     }
