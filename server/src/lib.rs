@@ -1,1 +1,227 @@
+//! # Wearcast server
+//!
+//! One axum service: the ingest API the gateways post to, storage, the wear models,
+//! the offer planner and the web dashboard.
+//!
+//! - [`config`]: the `[server]` configuration.
+//! - [`api`]: HTTP routes, one module per area, one error type.
+//! - [`store`]: all persistence (SQLite now; one module per backend).
+//! - [`model`]: wear models, pure (data in, [`model::RulEstimate`] out).
+//! - [`planner`]: turns estimates into offers in maintenance windows, pure.
+//! - [`analysis`]: the periodic cycle that runs the models and the planner over the
+//!   stored data.
+//!
+//! [`Server::start`] opens the database and binds the listener (port 0 works, and
+//! [`Server::local_addr`] tells which port was taken); [`Server::run`] serves until the
+//! shutdown token is cancelled, then finishes in-flight requests and the current
+//! analysis cycle before returning.
+//!
+//! This crate depends only on `wearcast-protocol` among the Wearcast crates.
 
+pub mod analysis;
+pub mod api;
+pub mod config;
+pub mod model;
+pub mod planner;
+pub mod store;
+pub mod views;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::net::TcpListener;
+use tokio::sync::RwLock;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+use wearcast_protocol::SharedClock;
+use wearcast_protocol::registry::FleetManifest;
+
+pub use api::MetricsRender;
+pub use config::ServerConfig;
+
+use analysis::AnalysisSettings;
+use api::{AppState, RegistryCache};
+use store::{ImportReport, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("invalid server configuration: {}", .0.join("; "))]
+    Config(Vec<String>),
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot listen on {addr}: {source} (set another address with --http-listen or server.http_listen)"
+    )]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read the registry file {path}: {reason}")]
+    RegistryFile { path: String, reason: String },
+    #[error("invalid fleet manifest: {}", .0.join("; "))]
+    Manifest(Vec<String>),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("HTTP server failed: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// What the server needs from its host process.
+#[derive(Clone)]
+pub struct ServerDeps {
+    pub clock: SharedClock,
+    /// Renders `/metrics`; the binary installs the Prometheus recorder.
+    pub metrics: Option<MetricsRender>,
+}
+
+/// A started server: database open, listener bound, not yet serving.
+pub struct Server {
+    listener: TcpListener,
+    state: AppState,
+    config: ServerConfig,
+    analysis: AnalysisSettings,
+}
+
+impl Server {
+    pub async fn start(config: ServerConfig, deps: ServerDeps) -> Result<Self, ServerError> {
+        config.check().map_err(ServerError::Config)?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
+            path: config.data_dir.display().to_string(),
+            source,
+        })?;
+        let db_path = config.data_dir.join("wearcast.db");
+        let store = Store::open_sqlite(&db_path).await?;
+        info!(path = %db_path.display(), "database open");
+
+        let listener = TcpListener::bind(&config.http_listen)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: config.http_listen.clone(),
+                source,
+            })?;
+        let mut analysis = AnalysisSettings::default();
+        analysis.planner.horizon_h = config.planning_horizon.as_secs_f64() / 3600.0;
+        analysis.planner.default_risk_tolerance = config.default_risk_tolerance;
+        let state = AppState {
+            registry: Arc::new(RwLock::new(RegistryCache {
+                machines: Arc::new(store.machine_registry().await?),
+                loaded_at: Instant::now(),
+            })),
+            store,
+            clock: deps.clock,
+            metrics: deps.metrics,
+            max_future_ms: config.max_future.as_millis() as i64,
+            lookahead_h: analysis.lookahead_h,
+        };
+        let server = Self {
+            listener,
+            state,
+            config,
+            analysis,
+        };
+        if let Some(path) = server.config.registry.clone() {
+            server.import_file(&path).await?;
+        }
+        Ok(server)
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.state.store
+    }
+
+    /// Imports a fleet manifest (validated first; nothing is written if it is invalid).
+    pub async fn import(&self, manifest: &FleetManifest) -> Result<ImportReport, ServerError> {
+        api::validate_manifest(manifest).map_err(ServerError::Manifest)?;
+        let report = self.state.store.import_manifest(manifest).await?;
+        self.state
+            .reload_registry()
+            .await
+            .map_err(|e| ServerError::Manifest(vec![e.to_string()]))?;
+        Ok(report)
+    }
+
+    async fn import_file(&self, path: &Path) -> Result<ImportReport, ServerError> {
+        let file_err = |reason: String| ServerError::RegistryFile {
+            path: path.display().to_string(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| file_err(e.to_string()))?;
+        let manifest: FleetManifest =
+            serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(&text))
+                .map_err(|e| file_err(format!("at `{}`: {}", e.path(), e.inner())))?;
+        let report = self.import(&manifest).await?;
+        info!(path = %path.display(), machines = report.machines, "registry file imported");
+        Ok(report)
+    }
+
+    /// Serves HTTP and runs the analysis cycle until `shutdown` is cancelled.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServerError> {
+        let Self {
+            listener,
+            state,
+            config,
+            analysis,
+        } = self;
+        let analysis_task = tokio::spawn(analysis_loop(
+            state.store.clone(),
+            state.clock.clone(),
+            analysis,
+            config.analysis_interval,
+            shutdown.clone(),
+        ));
+        let app = api::router(state.clone(), config.max_body_bytes, config.request_timeout);
+        info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "HTTP server listening");
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await;
+        shutdown.cancel();
+        if let Err(e) = analysis_task.await {
+            error!(error = %e, "analysis task panicked");
+        }
+        state.store.close().await;
+        info!("server stopped");
+        served.map_err(ServerError::Serve)
+    }
+}
+
+async fn analysis_loop(
+    store: Store,
+    clock: SharedClock,
+    settings: AnalysisSettings,
+    interval: std::time::Duration,
+    shutdown: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        let now = clock.now();
+        match analysis::run_cycle(&store, now, &settings).await {
+            Ok(r) if r.proposed + r.superseded + r.expired > 0 => info!(
+                refreshed = r.components_refreshed,
+                proposed = r.proposed,
+                superseded = r.superseded,
+                expired = r.expired,
+                "analysis cycle changed offers"
+            ),
+            Ok(r) => tracing::debug!(refreshed = r.components_refreshed, "analysis cycle"),
+            Err(e) => warn!(error = %e, "analysis cycle failed; retrying next interval"),
+        }
+    }
+}

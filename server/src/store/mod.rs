@@ -1,0 +1,94 @@
+//! Storage. Everything the server keeps goes through [`Store`]; handlers and the
+//! analysis never write SQL themselves.
+//!
+//! SQLite is the default backend (one file in the data directory, WAL mode, and
+//! `synchronous = FULL` so an ingest the server acknowledged survives a power loss). The
+//! PostgreSQL backend of the scale-out issue will implement the same operations; the
+//! queries live in [`sqlite`] so that split stays mechanical.
+
+mod sqlite;
+
+use std::collections::{HashMap, HashSet};
+
+use wearcast_protocol::UnixMs;
+use wearcast_protocol::registry::{ComponentSpec, WeibullLife};
+
+pub use sqlite::{BatchSelection, Store};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the database at {path}: {source}")]
+    Open {
+        path: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+}
+
+/// What the ingest path needs to know about a registered machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegisteredMachine {
+    pub tenant: String,
+    pub components: HashSet<String>,
+}
+
+pub type MachineRegistry = HashMap<String, RegisteredMachine>;
+
+/// Counts of what an import wrote.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ImportReport {
+    pub customers: usize,
+    pub sites: usize,
+    pub parts: usize,
+    pub machine_models: usize,
+    pub machines: usize,
+    pub contracts: usize,
+}
+
+/// The outcome of storing one batch.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoredBatch {
+    pub duplicate: bool,
+    pub windows: u64,
+    pub events: u64,
+    pub statuses: u64,
+}
+
+/// One component as the model sees it.
+#[derive(Clone, Debug)]
+pub struct ModelComponent {
+    pub spec: ComponentSpec,
+    pub installed_at: UnixMs,
+    pub failed_at: Option<UnixMs>,
+    pub prior: WeibullLife,
+}
+
+/// A bucket of one channel's telemetry: the count-weighted mean of its windows.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChannelBucket {
+    pub channel: String,
+    pub start: UnixMs,
+    pub mean: f64,
+}
+
+/// Filters for listing offers.
+#[derive(Clone, Debug, Default)]
+pub struct OfferFilter {
+    pub status: Option<String>,
+    pub machine: Option<String>,
+    pub customer: Option<String>,
+}
+
+/// Counts of what a planning step changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AppliedDecisions {
+    pub proposed: u64,
+    pub superseded: u64,
+    pub expired: u64,
+}

@@ -1,0 +1,216 @@
+//! Shapes of the JSON API's answers. Instants are RFC 3339 strings (UTC), durations
+//! hours, money integer cents with its currency.
+
+use serde::{Serialize, Serializer};
+use wearcast_protocol::UnixMs;
+
+use crate::model::RulEstimate;
+
+/// An instant that serialises as RFC 3339.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Rfc3339(pub UnixMs);
+
+impl Serialize for Rfc3339 {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0.to_rfc3339())
+    }
+}
+
+impl From<UnixMs> for Rfc3339 {
+    fn from(t: UnixMs) -> Self {
+        Self(t)
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct WorstComponent {
+    pub component: String,
+    pub status: String,
+    pub health_pct: f64,
+    pub rul_p50_h: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct MachineSummary {
+    pub id: String,
+    pub tenant: String,
+    pub customer: String,
+    pub customer_name: String,
+    pub site: String,
+    pub site_name: String,
+    pub model: String,
+    pub model_name: String,
+    pub serial: String,
+    /// Connection state from the machine's status topic: online, offline or unknown.
+    pub status: String,
+    pub last_seen: Option<Rfc3339>,
+    /// The component in the worst state, which drives the machine's health.
+    pub health: Option<WorstComponent>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct WearChannelView {
+    pub channel: String,
+    pub unit: String,
+    pub healthy: f64,
+    pub failure: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ComponentView {
+    pub key: String,
+    pub name: String,
+    pub part: String,
+    pub installed_at: Rfc3339,
+    pub failed_at: Option<Rfc3339>,
+    pub wear_channels: Vec<WearChannelView>,
+    pub status: String,
+    pub health_pct: Option<f64>,
+    pub estimate: Option<RulEstimate>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct MachineDetail {
+    #[serde(flatten)]
+    pub summary: MachineSummary,
+    pub timezone: String,
+    pub components: Vec<ComponentView>,
+    pub channels: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TelemetryWindowView {
+    pub start: Rfc3339,
+    pub end: Rfc3339,
+    pub count: i64,
+    pub mean: f64,
+    pub min: f64,
+    pub max: f64,
+    pub std: f64,
+    pub last: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TelemetryView {
+    pub machine: String,
+    pub channel: String,
+    pub from: Rfc3339,
+    pub to: Rfc3339,
+    pub windows: Vec<TelemetryWindowView>,
+    /// True when `limit` cut the answer short (the oldest windows are returned first).
+    pub truncated: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PriceView {
+    pub parts_cents: i64,
+    pub labour_cents: i64,
+    pub travel_cents: i64,
+    pub coverage_cents: i64,
+    pub total_cents: i64,
+    pub cost_of_waiting_cents: i64,
+    pub currency: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct OfferComponentView {
+    pub component: String,
+    pub part: String,
+    pub health_index: f64,
+    pub rul_p10_h: Option<f64>,
+    pub rul_p50_h: Option<f64>,
+    pub rul_p90_h: Option<f64>,
+    pub p_fail_before_window: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct OfferHistoryView {
+    pub at: Rfc3339,
+    pub from: Option<String>,
+    pub to: String,
+    pub note: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct OfferView {
+    pub id: String,
+    pub tenant: String,
+    pub customer: String,
+    pub site: String,
+    pub machine: String,
+    pub status: String,
+    pub urgent: bool,
+    pub window_start: Rfc3339,
+    pub window_end: Rfc3339,
+    pub components: Vec<OfferComponentView>,
+    /// The RUL of the component that drives the offer (the first one), in hours.
+    pub rul_p10_h: Option<f64>,
+    pub rul_p50_h: Option<f64>,
+    pub rul_p90_h: Option<f64>,
+    /// P(any offered component fails before the window starts).
+    pub p_fail_before_window: f64,
+    /// P(any fails before the following window), the risk of waiting.
+    pub p_fail_before_next_window: f64,
+    pub risk_tolerance: f64,
+    pub price: PriceView,
+    pub explanation: String,
+    pub superseded_by: Option<String>,
+    pub created_at: Rfc3339,
+    pub updated_at: Rfc3339,
+    pub history: Vec<OfferHistoryView>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct WindowView {
+    pub start: Rfc3339,
+    pub end: Rfc3339,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RecurringWindowView {
+    pub weekday: String,
+    pub start: String,
+    pub duration_hours: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SiteView {
+    pub id: String,
+    pub customer: String,
+    pub name: String,
+    pub timezone: String,
+    pub region: String,
+    pub maintenance_windows: Vec<RecurringWindowView>,
+    /// The planned stops of the coming weeks, in UTC.
+    pub upcoming_windows: Vec<WindowView>,
+}
+
+/// Serde helpers for `UnixMs` fields of API types: written as RFC 3339, read as either
+/// form (so estimates stored before keep loading).
+pub mod rfc3339 {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use wearcast_protocol::UnixMs;
+
+    pub fn serialize<S: Serializer>(t: &UnixMs, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&t.to_rfc3339())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<UnixMs, D::Error> {
+        UnixMs::deserialize(d)
+    }
+
+    pub mod option {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(t: &Option<UnixMs>, s: S) -> Result<S::Ok, S::Error> {
+            match t {
+                Some(t) => s.serialize_str(&t.to_rfc3339()),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<UnixMs>, D::Error> {
+            Option::<UnixMs>::deserialize(d)
+        }
+    }
+}
