@@ -1,0 +1,309 @@
+//! `wearcast up`: the whole platform in one process. Start order is broker → server →
+//! gateway → simulator; stop order is the reverse, so the simulator stops publishing,
+//! the gateway flushes its open windows to a server that is still there, and only then
+//! does the server close the database.
+
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+use wearcast_protocol::{Clock, ScaledClock, SharedClock, SystemClock};
+
+use crate::config::Config;
+use crate::{broker, ops};
+
+pub struct UpOptions {
+    pub demo: bool,
+    /// An external broker instead of the embedded one.
+    pub mqtt_url: Option<String>,
+}
+
+/// Marks a data directory as the demo's, which `up --demo` may wipe at each start.
+const DEMO_MARKER: &str = "DEMO-DATA";
+
+/// A part of the platform running as a task, stopped in order.
+struct Part {
+    name: &'static str,
+    token: CancellationToken,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+    grace: Duration,
+}
+
+impl Part {
+    fn spawn<F>(name: &'static str, grace: Duration, token: CancellationToken, fut: F) -> Self
+    where
+        F: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        Self {
+            name,
+            token,
+            task: Some(tokio::spawn(fut)),
+            grace,
+        }
+    }
+
+    /// Resolves when the part's task ends (never, once it has been awaited).
+    fn finished(&mut self) -> Pin<Box<dyn Future<Output = (&'static str, String)> + Send + '_>> {
+        let name = self.name;
+        match self.task.as_mut() {
+            Some(task) => Box::pin(async move {
+                let outcome = match task.await {
+                    Ok(Ok(())) => "stopped".to_string(),
+                    Ok(Err(e)) => format!("failed: {e:#}"),
+                    Err(e) => format!("panicked: {e}"),
+                };
+                (name, outcome)
+            }),
+            None => Box::pin(std::future::pending()),
+        }
+    }
+
+    async fn stop(&mut self) -> bool {
+        self.token.cancel();
+        let Some(task) = self.task.take() else {
+            return true;
+        };
+        match tokio::time::timeout(self.grace, task).await {
+            Ok(Ok(Ok(()))) => true,
+            Ok(Ok(Err(e))) => {
+                error!(part = self.name, error = %format!("{e:#}"), "stopped with an error");
+                false
+            }
+            Ok(Err(e)) => {
+                error!(part = self.name, error = %e, "panicked");
+                false
+            }
+            Err(_) => {
+                error!(part = self.name, grace = ?self.grace, "did not stop in time");
+                false
+            }
+        }
+    }
+}
+
+pub async fn run(
+    config: Config,
+    options: UpOptions,
+    metrics: PrometheusHandle,
+) -> anyhow::Result<()> {
+    let Config {
+        server: mut server_cfg,
+        gateway: mut gateway_cfg,
+        sim: mut sim_cfg,
+        broker: broker_cfg,
+        demo: demo_cfg,
+        ..
+    } = config;
+    let data_dir = server_cfg.data_dir.clone();
+    if options.demo {
+        prepare_demo_dir(&data_dir)?;
+    }
+    let clock: SharedClock = if options.demo {
+        Arc::new(ScaledClock::new(SystemClock.now(), demo_cfg.speed))
+    } else {
+        Arc::new(SystemClock)
+    };
+
+    let (mqtt_url, embedded) = match options.mqtt_url {
+        Some(url) => (url, false),
+        None => {
+            let addr =
+                broker::start_embedded(&broker_cfg.listen, broker_cfg.max_payload_bytes).await?;
+            info!(%addr, "embedded MQTT broker listening");
+            (format!("mqtt://{addr}"), true)
+        }
+    };
+
+    let server = wearcast_server::Server::start(
+        server_cfg.clone(),
+        wearcast_server::ServerDeps {
+            clock: clock.clone(),
+            metrics: Some(ops::render_fn(metrics)),
+        },
+    )
+    .await?;
+    let http = server.local_addr();
+
+    let fleet = if options.demo {
+        sim_cfg.mqtt_url = mqtt_url.clone();
+        sim_cfg.truth_path = Some(data_dir.join("ground-truth.jsonl"));
+        let fleet = wearcast_firmware_sim::demo_fleet(&sim_cfg, clock.now())?;
+        let report = server.import(&fleet.manifest).await?;
+        std::fs::write(
+            data_dir.join("fleet.json"),
+            serde_json::to_string_pretty(&fleet.manifest)?,
+        )
+        .context("cannot write the demo's fleet manifest")?;
+        info!(
+            machines = report.machines,
+            customers = report.customers,
+            "demo fleet registered"
+        );
+        Some(fleet)
+    } else {
+        None
+    };
+
+    let server_token = CancellationToken::new();
+    let server_run = server.run(server_token.clone());
+    let mut server_part = Part::spawn(
+        "server",
+        Duration::from_secs(15),
+        server_token,
+        async move { server_run.await.map_err(anyhow::Error::from) },
+    );
+
+    gateway_cfg.mqtt_url = mqtt_url.clone();
+    gateway_cfg.server_url = format!("http://{http}");
+    gateway_cfg.data_dir = data_dir.join("gateway");
+    server_cfg.data_dir = data_dir.clone();
+    let gateway_token = CancellationToken::new();
+    let gateway_clock = clock.clone();
+    let gateway_run_token = gateway_token.clone();
+    let (subscribed_tx, mut subscribed) = tokio::sync::watch::channel(false);
+    let mut gateway_part = Part::spawn(
+        "gateway",
+        Duration::from_secs(30),
+        gateway_token,
+        async move {
+            let report = wearcast_gateway::run_with_readiness(
+                gateway_cfg,
+                gateway_clock,
+                gateway_run_token,
+                subscribed_tx,
+            )
+            .await?;
+            info!(?report, "gateway stopped");
+            Ok(())
+        },
+    );
+    // MQTT hands a message only to subscriptions that exist when it is published: no
+    // publisher (the simulator, or a device that reads the banner) before the gateway's.
+    let waited = tokio::select! {
+        r = tokio::time::timeout(Duration::from_secs(30), subscribed.wait_for(|s| *s)) => r.map(|_| ()),
+        (name, outcome) = gateway_part.finished() => bail!("the {name} {outcome} before subscribing"),
+    };
+    if waited.is_err() {
+        warn!(broker = %mqtt_url, "the gateway has not subscribed after 30 s; starting anyway (is the broker reachable?)");
+    }
+
+    let mut sim_part = match fleet {
+        Some(fleet) => {
+            let token = CancellationToken::new();
+            let sim_clock = clock.clone();
+            let run_token = token.clone();
+            let machines = fleet.manifest.machines.len();
+            let part = Part::spawn("simulator", Duration::from_secs(15), token, async move {
+                let report =
+                    wearcast_firmware_sim::run(sim_cfg, fleet, sim_clock, run_token).await?;
+                info!(?report, "simulator stopped");
+                Ok(())
+            });
+            Some((part, machines))
+        }
+        None => None,
+    };
+
+    println!("Wearcast is up.");
+    println!("  Dashboard:   http://{http}/");
+    println!("  API:         http://{http}/api/v1/machines");
+    println!(
+        "  MQTT broker: {mqtt_url}{}",
+        if embedded {
+            " (embedded)"
+        } else {
+            " (external)"
+        }
+    );
+    println!("  Data:        {}", data_dir.display());
+    if let Some((_, machines)) = &sim_part {
+        println!(
+            "  Demo:        {machines} simulated machines; the platform clock runs {}x real time",
+            demo_cfg.speed
+        );
+    }
+    println!("Press Ctrl-C to stop.");
+
+    let unexpected = {
+        let sim_finished = async {
+            match sim_part.as_mut() {
+                Some((part, _)) => part.finished().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = ops::shutdown_signal() => {
+                info!("shutdown requested; stopping simulator, flushing gateway, then server");
+                None
+            }
+            (name, outcome) = server_part.finished() => Some((name, outcome)),
+            (name, outcome) = gateway_part.finished() => Some((name, outcome)),
+            (name, outcome) = sim_finished => Some((name, outcome)),
+        }
+    };
+    if let Some((name, outcome)) = &unexpected {
+        error!(part = name, outcome = %outcome, "a part of the platform ended unexpectedly; shutting down");
+    }
+    let mut clean = unexpected.is_none();
+    if let Some((part, _)) = sim_part.as_mut() {
+        clean &= part.stop().await;
+    }
+    clean &= gateway_part.stop().await;
+    clean &= server_part.stop().await;
+    if clean {
+        info!("stopped cleanly");
+        Ok(())
+    } else if let Some((name, outcome)) = unexpected {
+        bail!("the {name} {outcome}")
+    } else {
+        bail!("shutdown was not clean; see the log")
+    }
+}
+
+/// The demo starts from a clean slate each run (its fleet is generated around the
+/// current time), but never deletes a directory that holds a non-demo database.
+fn prepare_demo_dir(dir: &Path) -> anyhow::Result<()> {
+    let marker = dir.join(DEMO_MARKER);
+    let db = dir.join("wearcast.db");
+    if db.exists() && !marker.exists() {
+        bail!(
+            "{} holds a Wearcast database that is not the demo's; run the demo with another --data-dir",
+            dir.display()
+        );
+    }
+    if marker.exists() {
+        for name in [
+            "wearcast.db",
+            "wearcast.db-wal",
+            "wearcast.db-shm",
+            "ground-truth.jsonl",
+            "fleet.json",
+        ] {
+            let path = dir.join(name);
+            if path.exists() {
+                std::fs::remove_file(&path)
+                    .with_context(|| format!("cannot remove {}", path.display()))?;
+            }
+        }
+        let gateway = dir.join("gateway");
+        if gateway.exists() {
+            std::fs::remove_dir_all(&gateway)
+                .with_context(|| format!("cannot remove {}", gateway.display()))?;
+        }
+        warn!(dir = %dir.display(), "previous demo data removed; starting a fresh demo");
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::write(
+        &marker,
+        "This directory holds a Wearcast demo; `wearcast up --demo` wipes it at each start.\n",
+    )
+    .with_context(|| format!("cannot write {}", marker.display()))?;
+    Ok(())
+}

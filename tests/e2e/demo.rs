@@ -1,0 +1,204 @@
+//! `wearcast up --demo`, as a new user runs it.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::Value;
+use wearcast_protocol::UnixMs;
+
+use crate::common::{Platform, eventually, metric, mosquitto_pub};
+
+fn ts(v: &Value) -> UnixMs {
+    UnixMs::parse_rfc3339(v.as_str().unwrap_or_default()).expect("RFC 3339 instant")
+}
+
+/// One demo process serves several checks, so the suite starts it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_streams_predicts_offers_and_survives_bad_input() {
+    let mut p = Platform::up(&["--demo", "--demo-seed", "7"], &[]);
+
+    // 1. Within 60 s of start, an offer in one of the customer's maintenance windows
+    //    that starts before the component's RUL P50.
+    let offers: Vec<Value> = eventually("a proposed offer", Duration::from_secs(90), || async {
+        let offers = p.get("/api/v1/offers?status=proposed").await;
+        let offers = offers.as_array().cloned().unwrap_or_default();
+        (!offers.is_empty()).then_some(offers)
+    })
+    .await;
+    let elapsed = p.started.elapsed();
+    eprintln!("first offer after {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_secs(60),
+        "first offer only after {elapsed:?}"
+    );
+
+    let sites = p.get("/api/v1/sites").await;
+    let windows: HashMap<String, Vec<(UnixMs, UnixMs)>> = sites
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let w = s["upcoming_windows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|w| (ts(&w["start"]), ts(&w["end"])))
+                .collect();
+            (s["id"].as_str().unwrap().to_string(), w)
+        })
+        .collect();
+    let mut in_window = 0;
+    for offer in &offers {
+        let start = ts(&offer["window_start"]);
+        let end = ts(&offer["window_end"]);
+        assert!(offer["price"]["total_cents"].as_i64().is_some());
+        assert!(!offer["explanation"].as_str().unwrap().is_empty());
+        assert!(!offer["components"].as_array().unwrap().is_empty());
+        let site_windows = &windows[offer["site"].as_str().unwrap()];
+        if offer["urgent"].as_bool() == Some(true) {
+            // No window was safe: the earliest visit the part's lead time allows.
+            continue;
+        }
+        let created = ts(&offer["created_at"]);
+        let p50 = offer["rul_p50_h"].as_f64().expect("offer has a RUL P50");
+        assert!(
+            start < created.plus_hours(p50),
+            "offer {} starts {start} after its P50 {}",
+            offer["id"],
+            created.plus_hours(p50)
+        );
+        assert!(
+            offer["p_fail_before_window"].as_f64().unwrap()
+                <= offer["risk_tolerance"].as_f64().unwrap() + 1e-9
+        );
+        // The site's upcoming windows are computed from now; the offer's may have
+        // started since it was planned, so match on the recurring schedule.
+        assert!(
+            site_windows.contains(&(start, end))
+                || site_windows.iter().any(|(s, e)| {
+                    (s.0 - start.0) % (7 * UnixMs::DAY) == 0 && (e.0 - s.0) == (end.0 - start.0)
+                }),
+            "offer {} window {start}..{end} is not one of site {}'s windows",
+            offer["id"],
+            offer["site"]
+        );
+        in_window += 1;
+    }
+    assert!(in_window > 0, "every offer was urgent: {offers:#?}");
+
+    // 2. Machines with health, and the dashboard page.
+    let machines = p.get("/api/v1/machines").await;
+    let machines = machines.as_array().unwrap();
+    assert!(machines.len() >= 30);
+    assert!(
+        machines
+            .iter()
+            .any(|m| m["health"]["status"] == "degrading" || m["health"]["status"] == "critical")
+    );
+    let (status, html) = p.get_status("/").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("Wearcast") && html.contains("/assets/app.js"));
+
+    // 3. A reading from an external client (mosquitto_pub) is stored within 30 s.
+    let machine = machines[0]["id"].as_str().unwrap().to_string();
+    let tenant = machines[0]["tenant"].as_str().unwrap().to_string();
+    let topic = format!("wearcast/v1/{tenant}/{machine}/telemetry");
+    let now = ts(&p.get("/api/v1/info").await["now"]);
+    let payload = format!(
+        r#"{{"ts": {}, "readings": {{"probe.external_c": 42.5}}}}"#,
+        now.0
+    );
+    if mosquitto_pub(&p.mqtt_host, p.mqtt_port, &topic, &payload) {
+        let sent = std::time::Instant::now();
+        let windows = eventually("the external reading", Duration::from_secs(30), || async {
+            let (status, body) = p
+                .get_status(&format!(
+                    "/api/v1/machines/{machine}/telemetry?channel=probe.external_c"
+                ))
+                .await;
+            (status == 200).then(|| serde_json::from_str::<Value>(&body).unwrap())
+        })
+        .await;
+        eprintln!("external reading stored after {:?}", sent.elapsed());
+        let w = &windows["windows"][0];
+        assert_eq!(w["count"], 1);
+        assert_eq!(w["mean"], 42.5);
+    }
+
+    // 4. Bad input is rejected, counted, and the platform keeps going.
+    let before = p.metrics().await;
+    let bad = [
+        (topic.clone(), "{not json".to_string()),
+        (
+            format!("wearcast/v1/{tenant}/no-such-machine/telemetry"),
+            format!(r#"{{"ts": {}, "readings": {{"a.b": 1}}}}"#, now.0),
+        ),
+        (
+            topic.clone(),
+            format!(
+                r#"{{"ts": {}, "readings": {{"a.b": 1}}}}"#,
+                now.plus_ms(365 * UnixMs::DAY).0
+            ),
+        ),
+    ];
+    let mut published = false;
+    for (t, payload) in &bad {
+        published = mosquitto_pub(&p.mqtt_host, p.mqtt_port, t, payload);
+    }
+    if published {
+        let reasons = [
+            ("malformed", "message"),
+            ("unknown_machine", "message"),
+            ("ts_future", "sample"),
+        ];
+        let after = eventually(
+            "rejections in /metrics",
+            Duration::from_secs(20),
+            || async {
+                let m = p.metrics().await;
+                reasons
+                    .iter()
+                    .all(|(r, u)| {
+                        metric(
+                            &m,
+                            "wearcast_gateway_rejected_total",
+                            &[("reason", r), ("unit", u)],
+                        ) > metric(
+                            &before,
+                            "wearcast_gateway_rejected_total",
+                            &[("reason", r), ("unit", u)],
+                        )
+                    })
+                    .then_some(m)
+            },
+        )
+        .await;
+        assert!(metric(&after, "wearcast_gateway_samples_accepted_total", &[]) > 0.0);
+        assert_eq!(p.get("/healthz").await["status"], "ok");
+    }
+
+    // 5. New data keeps flowing (the live phase), then a clean shutdown.
+    let windows_before = metric(&p.metrics().await, "wearcast_ingest_windows_total", &[]);
+    eventually("more windows ingested", Duration::from_secs(20), || async {
+        (metric(&p.metrics().await, "wearcast_ingest_windows_total", &[]) > windows_before)
+            .then_some(())
+    })
+    .await;
+    let status = p
+        .terminate(Duration::from_secs(40))
+        .expect("exits after SIGTERM");
+    let log = p.log_text();
+    assert!(status.success(), "exit {status}; log tail:\n{}", tail(&log));
+    assert!(log.contains("stopped cleanly"), "log tail:\n{}", tail(&log));
+    let truth = std::fs::read_to_string(p.data_dir().join("ground-truth.jsonl")).unwrap();
+    assert!(
+        truth.lines().count() >= 90,
+        "ground truth has {} lines",
+        truth.lines().count()
+    );
+}
+
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
