@@ -101,16 +101,8 @@ pub struct TelemetryView {
     pub truncated: bool,
 }
 
-#[derive(Clone, Debug, Serialize)]
-pub struct PriceView {
-    pub parts_cents: i64,
-    pub labour_cents: i64,
-    pub travel_cents: i64,
-    pub coverage_cents: i64,
-    pub total_cents: i64,
-    pub cost_of_waiting_cents: i64,
-    pub currency: String,
-}
+/// An offer's price as the planner computed it.
+pub type PriceView = crate::planner::Price;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct OfferComponentView {

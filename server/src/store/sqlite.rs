@@ -649,57 +649,63 @@ impl Store {
         &self,
         ids: &[String],
     ) -> Result<HashMap<String, Vec<OfferComponentView>>> {
-        let mut out: HashMap<String, Vec<OfferComponentView>> = HashMap::new();
-        if ids.is_empty() {
-            return Ok(out);
-        }
-        let rows = sqlx::query(
+        self.rows_by_offer(
             "SELECT oc.* FROM offer_components oc JOIN json_each(?) j ON j.value = oc.offer_id
              ORDER BY oc.offer_id, oc.rowid",
+            ids,
+            |r| {
+                Ok(OfferComponentView {
+                    component: get(r, "component")?,
+                    part: get(r, "part_id")?,
+                    health_index: get(r, "health_index")?,
+                    rul_p10_h: get(r, "rul_p10_h")?,
+                    rul_p50_h: get(r, "rul_p50_h")?,
+                    rul_p90_h: get(r, "rul_p90_h")?,
+                    p_fail_before_window: get(r, "p_fail_before_window")?,
+                })
+            },
         )
-        .bind(serde_json::to_string(ids).unwrap_or_default())
-        .fetch_all(&self.pool)
-        .await?;
-        for r in rows {
-            out.entry(get(&r, "offer_id")?)
-                .or_default()
-                .push(OfferComponentView {
-                    component: get(&r, "component")?,
-                    part: get(&r, "part_id")?,
-                    health_index: get(&r, "health_index")?,
-                    rul_p10_h: get(&r, "rul_p10_h")?,
-                    rul_p50_h: get(&r, "rul_p50_h")?,
-                    rul_p90_h: get(&r, "rul_p90_h")?,
-                    p_fail_before_window: get(&r, "p_fail_before_window")?,
-                });
-        }
-        Ok(out)
+        .await
     }
 
     async fn offer_history(
         &self,
         ids: &[String],
     ) -> Result<HashMap<String, Vec<OfferHistoryView>>> {
-        let mut out: HashMap<String, Vec<OfferHistoryView>> = HashMap::new();
+        self.rows_by_offer(
+            "SELECT h.* FROM offer_history h JOIN json_each(?) j ON j.value = h.offer_id
+             ORDER BY h.offer_id, h.at, h.rowid",
+            ids,
+            |r| {
+                Ok(OfferHistoryView {
+                    at: Rfc3339(ms(get(r, "at")?)),
+                    from: get(r, "from_status")?,
+                    to: get(r, "to_status")?,
+                    note: get(r, "note")?,
+                })
+            },
+        )
+        .await
+    }
+
+    /// Runs `sql` (one `?`: a JSON array of offer ids) and groups the mapped rows by
+    /// their `offer_id`, in query order.
+    async fn rows_by_offer<T>(
+        &self,
+        sql: &'static str,
+        ids: &[String],
+        map: impl Fn(&SqliteRow) -> Result<T>,
+    ) -> Result<HashMap<String, Vec<T>>> {
+        let mut out: HashMap<String, Vec<T>> = HashMap::new();
         if ids.is_empty() {
             return Ok(out);
         }
-        let rows = sqlx::query(
-            "SELECT h.* FROM offer_history h JOIN json_each(?) j ON j.value = h.offer_id
-             ORDER BY h.offer_id, h.at, h.rowid",
-        )
-        .bind(serde_json::to_string(ids).unwrap_or_default())
-        .fetch_all(&self.pool)
-        .await?;
-        for r in rows {
-            out.entry(get(&r, "offer_id")?)
-                .or_default()
-                .push(OfferHistoryView {
-                    at: Rfc3339(ms(get(&r, "at")?)),
-                    from: get(&r, "from_status")?,
-                    to: get(&r, "to_status")?,
-                    note: get(&r, "note")?,
-                });
+        let rows = sqlx::query(sql)
+            .bind(serde_json::to_string(ids).unwrap_or_default())
+            .fetch_all(&self.pool)
+            .await?;
+        for r in &rows {
+            out.entry(get(r, "offer_id")?).or_default().push(map(r)?);
         }
         Ok(out)
     }
