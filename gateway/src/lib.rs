@@ -224,6 +224,8 @@ pub async fn run_with_readiness(
     let mut poll_done = false;
     let mut pipeline_result = None;
     tokio::select! {
+        // First: on shutdown the tasks end too, and that is not a failure.
+        biased;
         _ = stop.cancelled() => {}
         r = &mut poll_task => {
             poll_done = true;

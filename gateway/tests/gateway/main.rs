@@ -6,4 +6,5 @@
 
 mod end_to_end;
 mod forward;
+mod shutdown;
 mod support;
