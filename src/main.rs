@@ -247,7 +247,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Config { demo } => {
             let config = Config::load(cli.config.as_deref(), *demo, o.into_value())?;
-            println!("{}", serde_json::to_string_pretty(&config)?);
+            ops::say!("{}", serde_json::to_string_pretty(&config)?);
             Ok(())
         }
     }
@@ -265,7 +265,7 @@ async fn run_server(
         },
     )
     .await?;
-    println!("Wearcast server on http://{}/", server.local_addr());
+    ops::say!("Wearcast server on http://{}/", server.local_addr());
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
     tokio::spawn(async move {
@@ -306,7 +306,7 @@ async fn run_sim(config: Config, write_manifest: Option<PathBuf>) -> anyhow::Res
         let json = serde_json::to_string_pretty(&fleet.manifest)?;
         std::fs::write(&path, json)
             .with_context(|| format!("cannot write the manifest to {}", path.display()))?;
-        println!(
+        ops::say!(
             "Fleet manifest of {} machines written to {}",
             fleet.manifest.machines.len(),
             path.display()

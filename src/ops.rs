@@ -90,6 +90,16 @@ pub async fn serve_ops(
     }))
 }
 
+/// Writes a line for the user on stdout. A closed stdout (e.g. `wearcast up | head`)
+/// must not take the platform down, so write errors are ignored, unlike `println!`.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+pub(crate) use say;
+
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {

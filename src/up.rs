@@ -211,10 +211,10 @@ pub async fn run(
         None => None,
     };
 
-    println!("Wearcast is up.");
-    println!("  Dashboard:   http://{http}/");
-    println!("  API:         http://{http}/api/v1/machines");
-    println!(
+    ops::say!("Wearcast is up.");
+    ops::say!("  Dashboard:   http://{http}/");
+    ops::say!("  API:         http://{http}/api/v1/machines");
+    ops::say!(
         "  MQTT broker: {mqtt_url}{}",
         if embedded {
             " (embedded)"
@@ -222,14 +222,14 @@ pub async fn run(
             " (external)"
         }
     );
-    println!("  Data:        {}", data_dir.display());
+    ops::say!("  Data:        {}", data_dir.display());
     if let Some((_, machines)) = &sim_part {
-        println!(
+        ops::say!(
             "  Demo:        {machines} simulated machines; the platform clock runs {}x real time",
             demo_cfg.speed
         );
     }
-    println!("Press Ctrl-C to stop.");
+    ops::say!("Press Ctrl-C to stop.");
 
     let unexpected = {
         let sim_finished = async {

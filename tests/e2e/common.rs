@@ -63,10 +63,10 @@ impl Platform {
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
+            // Keep reading after the banner: a closed pipe would be an error for the
+            // platform's next line of output.
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
+                let _ = tx.send(line);
             }
         });
         let (mut http, mut mqtt) = (None, None);
