@@ -6,6 +6,7 @@
 //! PostgreSQL backend of the scale-out issue will implement the same operations; the
 //! queries live in [`sqlite`] so that split stays mechanical.
 
+mod model_data;
 mod sqlite;
 
 use std::collections::{HashMap, HashSet};

@@ -75,6 +75,13 @@ impl Store {
         Ok(Self { pool })
     }
 
+    /// The connection pool, for the query modules that extend `Store` from other files
+    /// (e.g. `store/model_data.rs`).
+    #[allow(dead_code)] // until the first query in model_data.rs
+    pub(super) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
     /// A cheap query that proves the database answers.
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
