@@ -136,6 +136,9 @@ pub async fn run(
         sim_cfg.truth_path = Some(data_dir.join("ground-truth.jsonl"));
         let fleet = wearcast_firmware_sim::demo_fleet(&sim_cfg, clock.now())?;
         let report = server.import(&fleet.manifest).await?;
+        server
+            .import_service(&demo_service_organisation(&fleet.manifest))
+            .await?;
         std::fs::write(
             data_dir.join("fleet.json"),
             serde_json::to_string_pretty(&fleet.manifest)?,
@@ -265,6 +268,56 @@ pub async fn run(
     } else {
         bail!("shutdown was not clean; see the log")
     }
+}
+
+/// The demo's field service: two technicians per region of the fleet, qualified for
+/// every machine model, and the cheap wear parts on the depot's shelf.
+fn demo_service_organisation(
+    manifest: &wearcast_protocol::registry::FleetManifest,
+) -> wearcast_protocol::registry::ServiceOrganisation {
+    use wearcast_protocol::registry::{PartStock, ServiceOrganisation, Technician};
+    const NAMES: [&str; 8] = [
+        "Ana Weber",
+        "Ben Okafor",
+        "Chen Li",
+        "Dana Kovac",
+        "Eli Moreno",
+        "Fay Nilsen",
+        "Gus Tanaka",
+        "Hana Novak",
+    ];
+    let mut regions: Vec<&str> = manifest.sites.iter().map(|s| s.region.as_str()).collect();
+    regions.sort_unstable();
+    regions.dedup();
+    let skills: Vec<_> = manifest
+        .machine_models
+        .iter()
+        .map(|m| m.id.clone())
+        .collect();
+    let technicians = regions
+        .iter()
+        .flat_map(|region| (0..2).map(move |i| (region, i)))
+        .enumerate()
+        .filter_map(|(n, (region, i))| {
+            Some(Technician {
+                id: format!("tech-{region}-{}", i + 1).parse().ok()?,
+                name: NAMES[n % NAMES.len()].to_string(),
+                email: None,
+                home_region: region.to_string(),
+                skills: skills.clone(),
+            })
+        })
+        .collect();
+    let stock = manifest
+        .parts
+        .iter()
+        .filter(|p| p.price_cents < 20_000)
+        .map(|p| PartStock {
+            part: p.id.clone(),
+            quantity: 6,
+        })
+        .collect();
+    ServiceOrganisation { technicians, stock }
 }
 
 /// The demo starts from a clean slate each run (its fleet is generated around the

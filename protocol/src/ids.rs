@@ -126,6 +126,9 @@ id_newtype!(
     /// A service contract.
     ContractId, "contract id");
 id_newtype!(
+    /// A field-service technician.
+    TechnicianId, "technician id");
+id_newtype!(
     /// An edge gateway instance.
     GatewayId, "gateway id");
 id_newtype!(

@@ -35,7 +35,7 @@ pub use clock::{Clock, ScaledClock, SharedClock, SystemClock};
 pub use event::{EventKind, MachineEvent, MachineState, StatusMessage};
 pub use ids::{
     BatchId, ComponentKey, ContractId, CustomerId, GatewayId, MachineId, MachineModelId, PartId,
-    SiteId, TenantId,
+    SiteId, TechnicianId, TenantId,
 };
 pub use reject::RejectReason;
 pub use telemetry::{Sample, TelemetryLimits};

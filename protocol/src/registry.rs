@@ -11,8 +11,8 @@ use std::collections::HashSet;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{
-    ComponentKey, ContractId, CustomerId, MachineId, MachineModelId, PartId, SiteId, TenantId,
-    validate_id,
+    ComponentKey, ContractId, CustomerId, MachineId, MachineModelId, PartId, SiteId, TechnicianId,
+    TenantId, validate_id,
 };
 use crate::time::UnixMs;
 
@@ -222,6 +222,70 @@ pub struct Contract {
     pub annual_fee_cents: i64,
     pub start: UnixMs,
     pub renewal: UnixMs,
+}
+
+/// The manufacturer's field-service organisation: who can repair what, and what is on
+/// the shelf. Kept apart from the fleet (which describes the customers' machines).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceOrganisation {
+    #[serde(default)]
+    pub technicians: Vec<Technician>,
+    /// Parts in the service depot; a part in stock ships in `dispatch_days`, one not in
+    /// stock takes its catalogue lead time.
+    #[serde(default)]
+    pub stock: Vec<PartStock>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Technician {
+    pub id: TechnicianId,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// Region the technician starts from; travel between regions takes longer.
+    pub home_region: String,
+    /// Machine models the technician is qualified to service.
+    pub skills: Vec<MachineModelId>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartStock {
+    pub part: PartId,
+    pub quantity: u32,
+}
+
+impl ServiceOrganisation {
+    /// Checks ids are unique; references to models and parts are checked by the server
+    /// against its registry.
+    pub fn check(&self) -> Result<(), Vec<String>> {
+        let mut problems = Vec::new();
+        let mut seen = HashSet::new();
+        for t in &self.technicians {
+            if !seen.insert(t.id.as_str()) {
+                problems.push(format!("technician `{}` is defined twice", t.id));
+            }
+            if t.skills.is_empty() {
+                problems.push(format!("technician `{}` has no skills", t.id));
+            }
+            if t.home_region.trim().is_empty() {
+                problems.push(format!("technician `{}` has no home region", t.id));
+            }
+        }
+        let mut parts = HashSet::new();
+        for s in &self.stock {
+            if !parts.insert(s.part.as_str()) {
+                problems.push(format!("stock of part `{}` is given twice", s.part));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
 }
 
 impl FleetManifest {

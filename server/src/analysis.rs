@@ -1,6 +1,6 @@
-//! The analysis cycle: refresh the estimates of components that received data, then let
-//! the planner turn material risk into offers. [`run_cycle`] is one step (tests drive it
-//! directly); the server calls it on a timer.
+//! The model cycle: refresh the estimates of components that received data.
+//! [`run_cycle`] is one step (tests drive it directly); the server calls it on a timer,
+//! followed by the planning step (`crate::planning`).
 
 use std::time::Instant;
 
@@ -8,7 +8,6 @@ use wearcast_protocol::UnixMs;
 use wearcast_protocol::registry::ComponentSpec;
 
 use crate::model::{ComponentHistory, HiPoint, channel_health_index, estimate};
-use crate::planner::{PlannerSettings, plan_machine};
 use crate::store::{ChannelBucket, Store, StoreError};
 
 #[derive(Clone, Debug)]
@@ -18,9 +17,6 @@ pub struct AnalysisSettings {
     pub bucket_ms: i64,
     /// How much history the model reads.
     pub history_ms: i64,
-    /// How far ahead maintenance windows are considered.
-    pub lookahead_h: f64,
-    pub planner: PlannerSettings,
 }
 
 impl Default for AnalysisSettings {
@@ -28,8 +24,6 @@ impl Default for AnalysisSettings {
         Self {
             bucket_ms: UnixMs::HOUR,
             history_ms: 60 * UnixMs::DAY,
-            lookahead_h: 10.0 * 7.0 * 24.0,
-            planner: PlannerSettings::default(),
         }
     }
 }
@@ -37,10 +31,6 @@ impl Default for AnalysisSettings {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CycleReport {
     pub components_refreshed: u64,
-    pub machines_planned: u64,
-    pub proposed: u64,
-    pub superseded: u64,
-    pub expired: u64,
 }
 
 /// Fuses the channel buckets of one component into its health-index history: each wear
@@ -82,7 +72,7 @@ pub fn fuse_health_index(buckets: &[ChannelBucket], spec: &ComponentSpec) -> Vec
     points
 }
 
-/// One analysis step at `now`.
+/// One model step at `now`.
 pub async fn run_cycle(
     store: &Store,
     now: UnixMs,
@@ -113,31 +103,8 @@ pub async fn run_cycle(
             .await?;
     }
 
-    for machine in store.machines_to_plan().await? {
-        let Some(input) = store
-            .planner_input(&machine, now, settings.lookahead_h)
-            .await?
-        else {
-            continue;
-        };
-        let decisions = plan_machine(&input, now, &settings.planner);
-        let applied = store.apply_decisions(&input, &decisions, now).await?;
-        report.machines_planned += 1;
-        report.proposed += applied.proposed;
-        report.superseded += applied.superseded;
-        report.expired += applied.expired;
-    }
-
-    metrics::histogram!("wearcast_analysis_cycle_seconds").record(started.elapsed().as_secs_f64());
+    metrics::histogram!("wearcast_model_cycle_seconds").record(started.elapsed().as_secs_f64());
     metrics::counter!("wearcast_model_estimates_total").increment(report.components_refreshed);
-    metrics::counter!("wearcast_offers_total", "transition" => "proposed")
-        .increment(report.proposed);
-    metrics::counter!("wearcast_offers_total", "transition" => "superseded")
-        .increment(report.superseded);
-    metrics::counter!("wearcast_offers_total", "transition" => "expired").increment(report.expired);
-    for (status, n) in store.offer_counts().await? {
-        metrics::gauge!("wearcast_offers", "status" => status).set(n as f64);
-    }
     Ok(report)
 }
 

@@ -31,6 +31,114 @@ pub struct ServerConfig {
     /// A window ending further ahead of the server's clock is rejected.
     #[serde(with = "humantime_serde")]
     pub max_future: Duration,
+    pub service: ServiceConfig,
+    pub notifications: NotificationsConfig,
+}
+
+/// How field service plans and contacts customers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceConfig {
+    /// At most this many offers (new or moved) per customer per rolling week; urgent
+    /// visits always go out but count.
+    pub contact_cap_per_week: u32,
+    /// After a customer declines, their components are not offered again for this long.
+    #[serde(with = "humantime_serde")]
+    pub decline_cooldown: Duration,
+    /// Days for a part on the depot's shelf to reach a site.
+    pub dispatch_days: f64,
+    /// Technician travel between sites in the same region, and between regions.
+    pub travel_same_region_hours: f64,
+    pub travel_other_region_hours: f64,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            contact_cap_per_week: 3,
+            decline_cooldown: Duration::from_secs(7 * 24 * 3600),
+            dispatch_days: 1.0,
+            travel_same_region_hours: 1.0,
+            travel_other_region_hours: 8.0,
+        }
+    }
+}
+
+/// Where notifications go. Each is written to the outbox with the change it announces
+/// and delivered with retries, so none is lost while a receiver is down.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotificationsConfig {
+    /// CRM / ERP endpoints; each POST is signed with the endpoint's secret.
+    pub webhooks: Vec<WebhookConfig>,
+    /// E-mail to customer contacts and the service desk; none when absent.
+    pub smtp: Option<SmtpConfig>,
+    /// Longest wait between two delivery attempts.
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+    /// Real time between two looks at the outbox.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Timeout of one delivery attempt.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for NotificationsConfig {
+    fn default() -> Self {
+        Self {
+            webhooks: Vec::new(),
+            smtp: None,
+            max_backoff: Duration::from_secs(300),
+            poll_interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub url: String,
+    /// Shared secret for the `X-Wearcast-Signature` HMAC; never logged.
+    pub secret: String,
+    /// Events to send (e.g. `offer.accepted`); empty means all.
+    #[serde(default)]
+    pub events: Vec<String>,
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("url", &self.url)
+            .field("secret", &"***")
+            .field("events", &self.events)
+            .finish()
+    }
+}
+
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    /// A relay that accepts plain SMTP (e.g. the local Postfix); TLS to the internet
+    /// is the relay's job.
+    pub host: String,
+    pub port: u16,
+    pub from: String,
+    /// Where internal notices go (accepted offers, urgent visits, unassigned work).
+    #[serde(default)]
+    pub service_desk: Option<String>,
+}
+
+impl std::fmt::Debug for SmtpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("from", &self.from)
+            .field("service_desk", &self.service_desk)
+            .finish()
+    }
 }
 
 impl Default for ServerConfig {
@@ -45,6 +153,8 @@ impl Default for ServerConfig {
             max_body_bytes: 32 * 1024 * 1024,
             request_timeout: Duration::from_secs(30),
             max_future: Duration::from_secs(300),
+            service: ServiceConfig::default(),
+            notifications: NotificationsConfig::default(),
         }
     }
 }
@@ -67,6 +177,28 @@ impl ServerConfig {
         }
         if self.analysis_interval.is_zero() {
             problems.push("server.analysis_interval must be positive".into());
+        }
+        for w in &self.notifications.webhooks {
+            // TLS arrives with the security issue; until then a local TLS-terminating
+            // proxy carries webhooks to the internet.
+            if !w.url.starts_with("http://") {
+                problems.push(format!(
+                    "server.notifications.webhooks: `{}` must be an http:// URL (put a TLS-terminating proxy in front of https endpoints for now)",
+                    w.url
+                ));
+            }
+            if w.secret.len() < 16 {
+                problems.push(format!(
+                    "server.notifications.webhooks: the secret of `{}` must be at least 16 characters",
+                    w.url
+                ));
+            }
+        }
+        if self.service.dispatch_days < 0.0
+            || self.service.travel_same_region_hours < 0.0
+            || self.service.travel_other_region_hours < 0.0
+        {
+            problems.push("server.service: days and hours must not be negative".into());
         }
         if self.max_body_bytes < 1024 {
             problems.push("server.max_body_bytes must be at least 1024".into());

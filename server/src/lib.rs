@@ -21,8 +21,12 @@
 pub mod analysis;
 pub mod api;
 pub mod config;
+pub mod ical;
 pub mod model;
+pub mod notify;
 pub mod planner;
+pub mod planning;
+pub mod service;
 pub mod store;
 pub mod views;
 
@@ -43,6 +47,7 @@ pub use config::ServerConfig;
 
 use analysis::AnalysisSettings;
 use api::{AppState, RegistryCache};
+use planning::PlanningSettings;
 use store::{ImportReport, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +94,16 @@ pub struct Server {
     analysis: AnalysisSettings,
 }
 
+/// Planning settings from the server configuration.
+pub fn planning_settings(config: &ServerConfig) -> PlanningSettings {
+    let mut p = PlanningSettings::default();
+    p.planner.horizon_h = config.planning_horizon.as_secs_f64() / 3600.0;
+    p.planner.default_risk_tolerance = config.default_risk_tolerance;
+    p.service = config.service.clone();
+    p.notifications = config.notifications.clone();
+    p
+}
+
 impl Server {
     pub async fn start(config: ServerConfig, deps: ServerDeps) -> Result<Self, ServerError> {
         config.check().map_err(ServerError::Config)?;
@@ -106,9 +121,8 @@ impl Server {
                 addr: config.http_listen.clone(),
                 source,
             })?;
-        let mut analysis = AnalysisSettings::default();
-        analysis.planner.horizon_h = config.planning_horizon.as_secs_f64() / 3600.0;
-        analysis.planner.default_risk_tolerance = config.default_risk_tolerance;
+        let analysis = AnalysisSettings::default();
+        let planning = planning_settings(&config);
         let state = AppState {
             registry: Arc::new(RwLock::new(RegistryCache {
                 machines: Arc::new(store.machine_registry().await?),
@@ -118,7 +132,7 @@ impl Server {
             clock: deps.clock,
             metrics: deps.metrics,
             max_future_ms: config.max_future.as_millis() as i64,
-            lookahead_h: analysis.lookahead_h,
+            planning: Arc::new(planning),
         };
         let server = Self {
             listener,
@@ -153,6 +167,19 @@ impl Server {
         Ok(report)
     }
 
+    /// Imports technicians and depot stock (validated against the registry).
+    pub async fn import_service(
+        &self,
+        org: &wearcast_protocol::registry::ServiceOrganisation,
+    ) -> Result<(usize, usize), ServerError> {
+        org.check().map_err(ServerError::Manifest)?;
+        let tenant =
+            self.state.store.tenant_id().await?.ok_or_else(|| {
+                ServerError::Manifest(vec!["import a fleet manifest first".into()])
+            })?;
+        Ok(self.state.store.import_service(&tenant, org).await?)
+    }
+
     async fn import_file(&self, path: &Path) -> Result<ImportReport, ServerError> {
         let file_err = |reason: String| ServerError::RegistryFile {
             path: path.display().to_string(),
@@ -179,7 +206,15 @@ impl Server {
             state.store.clone(),
             state.clock.clone(),
             analysis,
+            state.planning.clone(),
             config.analysis_interval,
+            shutdown.clone(),
+        ));
+        let dispatcher = notify::Dispatcher::new(state.store.clone(), config.notifications.clone())
+            .map_err(|e| ServerError::Config(vec![format!("notification HTTP client: {e}")]))?;
+        let outbox_task = tokio::spawn(outbox_loop(
+            dispatcher,
+            config.notifications.poll_interval,
             shutdown.clone(),
         ));
         let app = api::router(state.clone(), config.max_body_bytes, config.request_timeout);
@@ -191,6 +226,9 @@ impl Server {
         if let Err(e) = analysis_task.await {
             error!(error = %e, "analysis task panicked");
         }
+        if let Err(e) = outbox_task.await {
+            error!(error = %e, "outbox task panicked");
+        }
         state.store.close().await;
         info!("server stopped");
         served.map_err(ServerError::Serve)
@@ -201,6 +239,7 @@ async fn analysis_loop(
     store: Store,
     clock: SharedClock,
     settings: AnalysisSettings,
+    planning: Arc<PlanningSettings>,
     interval: std::time::Duration,
     shutdown: CancellationToken,
 ) {
@@ -213,15 +252,46 @@ async fn analysis_loop(
         }
         let now = clock.now();
         match analysis::run_cycle(&store, now, &settings).await {
+            Ok(r) => tracing::debug!(refreshed = r.components_refreshed, "model cycle"),
+            Err(e) => {
+                warn!(error = %e, "model cycle failed; retrying next interval");
+                continue;
+            }
+        }
+        match planning::plan_all(&store, now, &planning).await {
             Ok(r) if r.proposed + r.superseded + r.expired > 0 => info!(
-                refreshed = r.components_refreshed,
                 proposed = r.proposed,
                 superseded = r.superseded,
                 expired = r.expired,
-                "analysis cycle changed offers"
+                held_back = r.held_back,
+                "planning changed offers"
             ),
-            Ok(r) => tracing::debug!(refreshed = r.components_refreshed, "analysis cycle"),
-            Err(e) => warn!(error = %e, "analysis cycle failed; retrying next interval"),
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "planning failed; retrying next interval"),
+        }
+    }
+}
+
+/// Delivers the notification outbox until shutdown (a last pass on the way out).
+async fn outbox_loop(
+    dispatcher: notify::Dispatcher,
+    interval: std::time::Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let stopping = tokio::select! {
+            _ = shutdown.cancelled() => true,
+            _ = tokio::time::sleep(interval) => false,
+        };
+        match dispatcher.step(100).await {
+            Ok(r) if r.failed > 0 => {
+                tracing::debug!(delivered = r.delivered, failed = r.failed, "outbox step")
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "outbox step failed; retrying"),
+        }
+        if stopping {
+            break;
         }
     }
 }

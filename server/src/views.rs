@@ -206,3 +206,118 @@ pub mod rfc3339 {
         }
     }
 }
+
+#[derive(Clone, Debug, Serialize)]
+pub struct WorkOrderComponentView {
+    pub component: String,
+    pub part: String,
+    pub part_name: String,
+    /// Recorded at completion: good | worn | failed.
+    pub as_found: Option<String>,
+    /// Hours the removed part was installed.
+    pub life_hours: Option<f64>,
+    pub notes: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct WorkOrderView {
+    pub id: String,
+    pub offer: String,
+    pub customer: String,
+    pub site: String,
+    pub site_name: String,
+    pub timezone: String,
+    pub machine: String,
+    pub machine_model: String,
+    /// unassigned | scheduled | completed | cancelled
+    pub status: String,
+    pub technician: Option<String>,
+    pub technician_name: Option<String>,
+    pub window_start: Rfc3339,
+    pub window_end: Rfc3339,
+    pub booked_start: Option<Rfc3339>,
+    pub booked_end: Option<Rfc3339>,
+    pub travel_minutes: Option<i64>,
+    pub components: Vec<WorkOrderComponentView>,
+    /// Why: the offer's explanation.
+    pub reason: String,
+    pub notes: String,
+    pub created_at: Rfc3339,
+    pub completed_at: Option<Rfc3339>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TechnicianView {
+    pub id: String,
+    pub name: String,
+    pub email: Option<String>,
+    pub home_region: String,
+    pub skills: Vec<String>,
+    pub active: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PartView {
+    pub id: String,
+    pub name: String,
+    pub price_cents: i64,
+    pub lead_time_days: f64,
+    pub labour_hours: f64,
+    pub stock: i64,
+    /// Units promised to open work orders.
+    pub reserved: i64,
+    pub life_shape: f64,
+    pub life_scale_hours: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ContractView {
+    pub id: String,
+    pub customer: String,
+    pub tier: String,
+    pub parts_coverage: f64,
+    pub labour_coverage: f64,
+    pub risk_tolerance: f64,
+    pub annual_fee_cents: i64,
+    pub start: Rfc3339,
+    pub renewal: Rfc3339,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct StopView {
+    pub id: String,
+    pub site: String,
+    pub start: Rfc3339,
+    pub end: Rfc3339,
+    pub note: String,
+}
+
+/// A planned stop an offer could move to, and whether it may.
+#[derive(Clone, Debug, Serialize)]
+pub struct CandidateWindowView {
+    pub start: Rfc3339,
+    pub end: Rfc3339,
+    /// weekly | one_off
+    pub kind: String,
+    /// P(any offered component fails before the window starts).
+    pub p_fail_before: f64,
+    pub within_tolerance: bool,
+    pub after_lead_time: bool,
+    pub technician_free: bool,
+    /// All three: the customer may pick it.
+    pub selectable: bool,
+}
+
+/// One ended life of a component: how long it lasted and how it ended.
+#[derive(Clone, Debug, Serialize)]
+pub struct ComponentLifeView {
+    pub component: String,
+    pub part: String,
+    pub installed_at: Rfc3339,
+    pub ended_at: Rfc3339,
+    pub life_hours: f64,
+    /// failure | replaced
+    pub end_reason: String,
+    pub as_found: Option<String>,
+    pub work_order: Option<String>,
+}

@@ -124,6 +124,22 @@ impl Platform {
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {url}: not JSON ({e}): {body}"))
     }
 
+    /// POSTs `body` (JSON text, or empty) and expects a success.
+    pub async fn post(&self, path: &str, body: &str) -> Value {
+        let url = format!("{}{path}", self.http);
+        let resp = reqwest::Client::new()
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        assert!(status.is_success(), "POST {url}: {status}: {text}");
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("POST {url}: not JSON ({e}): {text}"))
+    }
+
     pub async fn get_status(&self, path: &str) -> (u16, String) {
         let resp = reqwest::get(format!("{}{path}", self.http))
             .await

@@ -19,11 +19,18 @@ async fn the_demo_streams_predicts_offers_and_survives_bad_input() {
 
     // 1. Within 60 s of start, an offer in one of the customer's maintenance windows
     //    that starts before the component's RUL P50.
-    let offers: Vec<Value> = eventually("a proposed offer", Duration::from_secs(90), || async {
-        let offers = p.get("/api/v1/offers?status=proposed").await;
-        let offers = offers.as_array().cloned().unwrap_or_default();
-        (!offers.is_empty()).then_some(offers)
-    })
+    let offers: Vec<Value> = eventually(
+        "an offer in a maintenance window",
+        Duration::from_secs(90),
+        || async {
+            let offers = p.get("/api/v1/offers?status=proposed").await;
+            let offers = offers.as_array().cloned().unwrap_or_default();
+            offers
+                .iter()
+                .any(|o| o["urgent"] == false)
+                .then_some(offers)
+        },
+    )
     .await;
     let elapsed = p.started.elapsed();
     eprintln!("first offer after {elapsed:?}");
@@ -85,6 +92,98 @@ async fn the_demo_streams_predicts_offers_and_survives_bad_input() {
         in_window += 1;
     }
     assert!(in_window > 0, "every offer was urgent: {offers:#?}");
+
+    // No component has two open offers.
+    let mut open_components = std::collections::HashSet::new();
+    for offer in &offers {
+        for c in offer["components"].as_array().unwrap() {
+            let key = (offer["machine"].to_string(), c["component"].to_string());
+            assert!(
+                open_components.insert(key.clone()),
+                "two open offers for {key:?}"
+            );
+        }
+    }
+
+    // Window offers start after the parts can be there (at best the 1-day dispatch of
+    // a part on the shelf).
+    let parts: HashMap<String, f64> = p
+        .get("/api/v1/parts")
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            (
+                x["id"].as_str().unwrap().to_string(),
+                x["lead_time_days"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    for offer in offers.iter().filter(|o| o["urgent"] == false) {
+        let lead = offer["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| parts[c["part"].as_str().unwrap()].min(1.0))
+            .fold(0.0, f64::max);
+        assert!(
+            ts(&offer["window_start"]) >= ts(&offer["created_at"]).plus_hours(24.0 * lead),
+            "offer {} starts before its parts can arrive",
+            offer["id"]
+        );
+    }
+
+    // Accepting an offer books a qualified technician inside the window, with no
+    // overlap in that technician's calendar.
+    let pick = offers
+        .iter()
+        .filter(|o| o["urgent"] == false)
+        .min_by_key(|o| ts(&o["window_start"]))
+        .unwrap();
+    let accepted = p
+        .post(
+            &format!("/api/v1/offers/{}/accept", pick["id"].as_str().unwrap()),
+            "",
+        )
+        .await;
+    let wo = &accepted["work_order"];
+    assert_eq!(wo["status"], "scheduled", "{accepted:#}");
+    let tech = wo["technician"].as_str().unwrap();
+    let (b0, b1) = (ts(&wo["booked_start"]), ts(&wo["booked_end"]));
+    assert!(
+        ts(&wo["window_start"]) <= b0 && b1 <= ts(&wo["window_end"]),
+        "{wo:#}"
+    );
+    let techs = p.get("/api/v1/technicians").await;
+    let skills = techs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == tech)
+        .unwrap()["skills"]
+        .clone();
+    assert!(
+        skills.as_array().unwrap().contains(&wo["machine_model"]),
+        "{skills} lacks {}",
+        wo["machine_model"]
+    );
+    let calendar = p
+        .get(&format!(
+            "/api/v1/work-orders?technician={tech}&status=scheduled"
+        ))
+        .await;
+    let mut slots: Vec<(UnixMs, UnixMs)> = calendar
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| (ts(&w["booked_start"]), ts(&w["booked_end"])))
+        .collect();
+    slots.sort();
+    assert!(
+        slots.windows(2).all(|w| w[0].1 <= w[1].0),
+        "overlapping bookings: {slots:?}"
+    );
 
     // 2. Machines with health, and the dashboard page.
     let machines = p.get("/api/v1/machines").await;

@@ -18,6 +18,7 @@ pub fn routes() -> Router<AppState> {
         .route("/machines", get(list))
         .route("/machines/{id}", get(detail))
         .route("/machines/{id}/telemetry", get(telemetry))
+        .route("/machines/{id}/lives", get(lives))
         .route("/sites", get(sites))
 }
 
@@ -106,7 +107,23 @@ async fn telemetry(
     ))
 }
 
+/// The machine's ended component lives (failures and replacements), newest first.
+async fn lives(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<crate::views::ComponentLifeView>>, ApiError> {
+    if !state.store.machine_exists(&id).await? {
+        return Err(ApiError::NotFound(format!("no machine `{id}`")));
+    }
+    Ok(Json(state.store.component_lives(&id).await?))
+}
+
 async fn sites(State(state): State<AppState>) -> Result<Json<Vec<SiteView>>, ApiError> {
     let now = state.clock.now();
-    Ok(Json(state.store.list_sites(now, state.lookahead_h).await?))
+    Ok(Json(
+        state
+            .store
+            .list_sites(now, state.planning.lookahead_h)
+            .await?,
+    ))
 }

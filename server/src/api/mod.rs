@@ -7,6 +7,7 @@ mod machines;
 mod offers;
 mod ops;
 mod registry;
+mod service;
 mod ui;
 
 use std::sync::Arc;
@@ -39,7 +40,7 @@ pub struct AppState {
     /// after an import and when an unknown machine shows up.
     pub registry: Arc<RwLock<RegistryCache>>,
     pub max_future_ms: i64,
-    pub lookahead_h: f64,
+    pub planning: Arc<crate::planning::PlanningSettings>,
 }
 
 pub struct RegistryCache {
@@ -74,6 +75,7 @@ pub fn router(state: AppState, max_body_bytes: usize, timeout: Duration) -> Rout
         .merge(registry::routes())
         .merge(machines::routes())
         .merge(offers::routes())
+        .merge(service::routes())
         .merge(ops::api_routes());
     Router::new()
         .nest("/api/v1", api)

@@ -7,6 +7,7 @@
 //! queries live in [`sqlite`] so that split stays mechanical.
 
 mod model_data;
+mod service;
 mod sqlite;
 
 use std::collections::{HashMap, HashSet};
@@ -14,6 +15,10 @@ use std::collections::{HashMap, HashSet};
 use wearcast_protocol::UnixMs;
 use wearcast_protocol::registry::{ComponentSpec, WeibullLife};
 
+pub use service::{
+    AsFound, ChangeRefused, ComponentFinding, OfferForDecision, OfferPart, OutboxEntry, SiteInfo,
+    WorkOrderFilter, WorkOrderForChange,
+};
 pub use sqlite::{BatchSelection, Store};
 
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +89,17 @@ pub struct OfferFilter {
     pub status: Option<String>,
     pub machine: Option<String>,
     pub customer: Option<String>,
+}
+
+/// What planning needs besides one machine's own data, loaded once per step.
+#[derive(Clone, Debug)]
+pub struct PlanningContext {
+    pub technicians: Vec<crate::service::TechnicianProfile>,
+    pub busy: Vec<crate::service::Busy>,
+    pub travel: crate::service::TravelModel,
+    pub dispatch_days: f64,
+    /// Components declined since then are not offered again yet.
+    pub declined_since: UnixMs,
 }
 
 /// Counts of what a planning step changed.

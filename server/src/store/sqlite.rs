@@ -17,15 +17,19 @@ use wearcast_protocol::event::EventKind;
 use wearcast_protocol::ids::{ComponentKey, MachineId, PartId};
 use wearcast_protocol::registry::{ComponentSpec, FleetManifest, WeibullLife};
 
+use super::service::{offer_notice, record_history};
 use super::{
     AppliedDecisions, ChannelBucket, ImportReport, MachineRegistry, ModelComponent, OfferFilter,
-    RegisteredMachine, StoreError, StoredBatch,
+    PlanningContext, RegisteredMachine, StoreError, StoredBatch,
 };
+use crate::config::NotificationsConfig;
 use crate::model::{HealthStatus, RulEstimate};
+use crate::notify::{self, Audience};
 use crate::planner::calendar::{Occurrence, WeeklyWindow, occurrences};
 use crate::planner::{
     ComponentInput, Decision, MachineInput, OfferDraft, OpenOffer, PartTerms, Terms,
 };
+use crate::service::{Job, assign, effective_lead_time_days};
 use crate::views::*;
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -77,7 +81,6 @@ impl Store {
 
     /// The connection pool, for the query modules that extend `Store` from other files
     /// (e.g. `store/model_data.rs`).
-    #[allow(dead_code)] // until the first query in model_data.rs
     pub(super) fn pool(&self) -> &SqlitePool {
         &self.pool
     }
@@ -388,19 +391,58 @@ impl Store {
             }
             match (ev.kind, &ev.component) {
                 (EventKind::PartReplaced, Some(c)) => {
-                    sqlx::query(
-                        "UPDATE components SET installed_at = ?, failed_at = NULL
-                         WHERE machine_id = ? AND key = ? AND installed_at < ?",
+                    // The machine confirming a replacement a technician already recorded
+                    // is the same replacement, not a second one.
+                    let recorded: Option<i64> = sqlx::query_scalar(
+                        "SELECT 1 FROM work_orders w JOIN work_order_components wc ON wc.work_order_id = w.id
+                         WHERE w.machine_id = ? AND wc.component = ? AND w.status = 'completed'
+                           AND w.completed_at BETWEEN ? AND ? LIMIT 1",
                     )
-                    .bind(ev.ts.0)
                     .bind(e.machine.as_str())
                     .bind(c.as_str())
-                    .bind(ev.ts.0)
-                    .execute(&mut *tx)
+                    .bind(ev.ts.0 - UnixMs::DAY)
+                    .bind(ev.ts.0 + UnixMs::DAY)
+                    .fetch_optional(&mut *tx)
                     .await?;
+                    if recorded.is_none() {
+                        // The life that ends here; a life that ended in a failure is
+                        // already recorded (same install time) and stays so.
+                        sqlx::query(
+                            "INSERT OR IGNORE INTO component_lives (machine_id, component, part_id, installed_at,
+                               ended_at, end_reason)
+                             SELECT machine_id, key, part_id, installed_at, ?, 'replaced' FROM components
+                             WHERE machine_id = ? AND key = ? AND installed_at < ?",
+                        )
+                        .bind(ev.ts.0)
+                        .bind(e.machine.as_str())
+                        .bind(c.as_str())
+                        .bind(ev.ts.0)
+                        .execute(&mut *tx)
+                        .await?;
+                        let reset = sqlx::query(
+                            "UPDATE components SET installed_at = ?, failed_at = NULL
+                             WHERE machine_id = ? AND key = ? AND installed_at < ?",
+                        )
+                        .bind(ev.ts.0)
+                        .bind(e.machine.as_str())
+                        .bind(c.as_str())
+                        .bind(ev.ts.0)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                        if reset > 0 {
+                            sqlx::query(
+                                "DELETE FROM component_health WHERE machine_id = ? AND component = ?",
+                            )
+                            .bind(e.machine.as_str())
+                            .bind(c.as_str())
+                            .execute(&mut *tx)
+                            .await?;
+                        }
+                    }
                 }
                 (EventKind::Failure, Some(c)) => {
-                    sqlx::query(
+                    let failed = sqlx::query(
                         "UPDATE components SET failed_at = ?
                          WHERE machine_id = ? AND key = ? AND installed_at <= ? AND failed_at IS NULL",
                     )
@@ -409,7 +451,21 @@ impl Store {
                     .bind(c.as_str())
                     .bind(ev.ts.0)
                     .execute(&mut *tx)
-                    .await?;
+                    .await?
+                    .rows_affected();
+                    if failed > 0 {
+                        sqlx::query(
+                            "INSERT OR IGNORE INTO component_lives (machine_id, component, part_id, installed_at,
+                               ended_at, end_reason)
+                             SELECT machine_id, key, part_id, installed_at, ?, 'failure' FROM components
+                             WHERE machine_id = ? AND key = ?",
+                        )
+                        .bind(ev.ts.0)
+                        .bind(e.machine.as_str())
+                        .bind(c.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                    }
                 }
                 _ => {}
             }
@@ -917,15 +973,19 @@ impl Store {
         .await?)
     }
 
-    /// Everything the planner needs about one machine at `now`.
+    /// Everything the planner needs about one machine at `now`, and its customer.
+    /// Windows are the site's planned stops (weekly and one-off) in which a qualified
+    /// technician is free (once technicians are registered); lead times count parts on
+    /// the shelf; components the customer declined recently count as taken care of.
     pub async fn planner_input(
         &self,
         machine: &str,
         now: UnixMs,
         lookahead_h: f64,
-    ) -> Result<Option<MachineInput>> {
+        ctx: &PlanningContext,
+    ) -> Result<Option<(MachineInput, String)>> {
         let Some(m) = sqlx::query(
-            "SELECT m.id, m.site_id, m.customer_id, mm.name AS model_name, mm.components_json,
+            "SELECT m.id, m.site_id, m.customer_id, m.model_id, mm.name AS model_name, mm.components_json,
                     mm.downtime_cost_cents_per_hour, mm.unplanned_downtime_hours,
                     s.timezone, s.travel_cost_cents, t.currency, t.labour_rate_cents_per_hour,
                     k.tier, k.parts_coverage, k.labour_coverage, k.risk_tolerance
@@ -943,16 +1003,11 @@ impl Store {
         else {
             return Ok(None);
         };
-        let timezone: String = get(&m, "timezone")?;
-        let tz = Tz::from_str(&timezone)
-            .map_err(|_| StoreError::Corrupt(format!("site time zone `{timezone}`")))?;
         let specs = parse_specs(&get::<String>(&m, "components_json")?)?;
-        let site: String = get(&m, "site_id")?;
-        let weekly = self
-            .all_weekly_windows()
-            .await?
-            .remove(&site)
-            .unwrap_or_default();
+        let site_id: String = get(&m, "site_id")?;
+        let site = self.site_info(&site_id).await?.ok_or_else(|| {
+            StoreError::Corrupt(format!("machine {machine}: unknown site {site_id}"))
+        })?;
         let tier: Option<String> = get(&m, "tier")?;
         let terms = Terms {
             currency: get(&m, "currency")?,
@@ -967,7 +1022,7 @@ impl Store {
         };
         let rows = sqlx::query(
             "SELECT c.key, c.installed_at, p.id AS part_id, p.name AS part_name, p.price_cents,
-                    p.lead_time_days, p.labour_hours, h.estimate_json
+                    p.lead_time_days, p.labour_hours, p.stock, p.reserved, h.estimate_json
              FROM components c JOIN parts p ON p.id = c.part_id
              JOIN component_health h ON h.machine_id = c.machine_id AND h.component = c.key
              WHERE c.machine_id = ? ORDER BY c.key",
@@ -989,7 +1044,12 @@ impl Store {
                     id: parse_id::<PartId>(&get::<String>(&r, "part_id")?)?,
                     name: get(&r, "part_name")?,
                     price_cents: get(&r, "price_cents")?,
-                    lead_time_days: get(&r, "lead_time_days")?,
+                    lead_time_days: effective_lead_time_days(
+                        get(&r, "stock")?,
+                        get(&r, "reserved")?,
+                        get(&r, "lead_time_days")?,
+                        ctx.dispatch_days,
+                    ),
                     labour_hours: get(&r, "labour_hours")?,
                 },
                 installed_at: ms(get(&r, "installed_at")?),
@@ -1028,24 +1088,65 @@ impl Store {
                 committed.extend(keys);
             }
         }
-        Ok(Some(MachineInput {
-            machine: parse_id::<MachineId>(machine)?,
-            machine_label: format!("{machine} ({})", get::<String>(&m, "model_name")?),
-            timezone: tz,
-            terms,
-            components,
-            committed,
-            open_offers,
-            windows: occurrences(tz, &weekly, now, now.plus_hours(lookahead_h)),
-        }))
+        for declined in self.recently_declined(machine, ctx.declined_since).await? {
+            committed.push(parse_id(&declined)?);
+        }
+        let model_id: String = get(&m, "model_id")?;
+        // The longest job this machine may need now (a component showing wear): a
+        // window must fit it.
+        let work_hours = components
+            .iter()
+            .filter(|c| {
+                matches!(
+                    c.estimate.status,
+                    HealthStatus::Degrading | HealthStatus::Critical
+                )
+            })
+            .map(|c| c.part.labour_hours)
+            .fold(1.0, f64::max);
+        let windows = self
+            .site_occurrences(&site, now, now.plus_hours(lookahead_h))
+            .await?
+            .into_iter()
+            .map(|(o, _)| o)
+            .filter(|o| {
+                ctx.technicians.is_empty()
+                    || assign(
+                        &Job {
+                            machine_model: model_id.clone(),
+                            region: site.region.clone(),
+                            window: *o,
+                            work_hours,
+                        },
+                        &ctx.technicians,
+                        &ctx.busy,
+                        &ctx.travel,
+                    )
+                    .is_ok()
+            })
+            .collect();
+        Ok(Some((
+            MachineInput {
+                machine: parse_id::<MachineId>(machine)?,
+                machine_label: format!("{machine} ({})", get::<String>(&m, "model_name")?),
+                timezone: site.timezone,
+                terms,
+                components,
+                committed,
+                open_offers,
+                windows,
+            },
+            get(&m, "customer_id")?,
+        )))
     }
 
-    /// Applies the planner's decisions for one machine atomically.
+    /// Applies the planner's decisions for one machine atomically, with their notices.
     pub async fn apply_decisions(
         &self,
         machine: &MachineInput,
         decisions: &[Decision],
         now: UnixMs,
+        notifications: &NotificationsConfig,
     ) -> Result<AppliedDecisions> {
         let mut applied = AppliedDecisions::default();
         if decisions.is_empty() {
@@ -1055,7 +1156,14 @@ impl Store {
         for d in decisions {
             match d {
                 Decision::Propose(draft) => {
-                    insert_offer(&mut tx, machine, draft, now, "planned").await?;
+                    let id = insert_offer(&mut tx, machine, draft, now, "planned").await?;
+                    let mut notice = offer_notice(&mut tx, &id).await?;
+                    if draft.urgent {
+                        notice.event = "alert.urgent";
+                        notice.audience = Audience::Everyone;
+                        notice.subject = format!("Urgent: {} needs a visit", machine.machine);
+                    }
+                    notify::enqueue(&mut tx, notifications, &notice, now).await?;
                     applied.proposed += 1;
                 }
                 Decision::Supersede { old, draft } => {
@@ -1082,11 +1190,28 @@ impl Store {
                             .execute(&mut *tx)
                             .await?;
                     }
+                    let mut notice = offer_notice(&mut tx, &new_id).await?;
+                    notice.event = "offer.superseded";
+                    notice.subject = format!(
+                        "Planned replacement for {} moved to an earlier stop",
+                        machine.machine
+                    );
+                    notice.body = format!(
+                        "The risk rose, so this replaces offer {old}.\n\n{}",
+                        notice.body
+                    );
+                    notify::enqueue(&mut tx, notifications, &notice, now).await?;
                     applied.superseded += 1;
                     applied.proposed += 1;
                 }
                 Decision::Expire { offer, reason } => {
                     if transition(&mut tx, offer, "expired", now, reason).await? {
+                        let mut notice = offer_notice(&mut tx, offer).await?;
+                        notice.event = "offer.expired";
+                        notice.audience = Audience::ServiceDesk;
+                        notice.subject = format!("Offer for {} expired", machine.machine);
+                        notice.body = format!("Expired: {reason}.\n\n{}", notice.body);
+                        notify::enqueue(&mut tx, notifications, &notice, now).await?;
                         applied.expired += 1;
                     }
                 }
@@ -1296,27 +1421,6 @@ async fn transition(
         record_history(tx, offer, Some("proposed"), to, now, note).await?;
     }
     Ok(changed > 0)
-}
-
-async fn record_history(
-    tx: &mut Transaction<'_, Sqlite>,
-    offer: &str,
-    from: Option<&str>,
-    to: &str,
-    now: UnixMs,
-    note: &str,
-) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO offer_history (offer_id, at, from_status, to_status, note) VALUES (?, ?, ?, ?, ?)",
-    )
-    .bind(offer)
-    .bind(now.0)
-    .bind(from)
-    .bind(to)
-    .bind(note)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }
 
 fn parse_specs(json: &str) -> Result<Vec<ComponentSpec>> {
