@@ -9,6 +9,8 @@ use wearcast_protocol::GatewayId;
 use wearcast_protocol::telemetry::TelemetryLimits;
 
 use crate::GatewayError;
+use crate::spool::SpoolSettings;
+use crate::window::VibrationChannels;
 
 /// Config section `[gateway]`; every field has a default.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -50,8 +52,33 @@ pub struct GatewayConfig {
     /// Real-time limit of one HTTP request to the server.
     #[serde(with = "humantime_serde")]
     pub forward_timeout: Duration,
-    /// Holds `dead-letter.jsonl` and `rejected.jsonl` (and the durable spool later).
+    /// Holds the durable spool (`spool/`), `dead-letter.jsonl` and `rejected.jsonl`. One
+    /// gateway per directory: a second one refuses to start.
     pub data_dir: PathBuf,
+    /// Disk budget of the spool, in bytes. Past it, `spool_overflow` applies.
+    pub spool_max_bytes: u64,
+    /// The spool's log is cut into files of about this size; space is freed a whole
+    /// file at a time. At most a quarter of `spool_max_bytes`.
+    pub spool_segment_bytes: u64,
+    /// What happens when the spool is full: `block` (stop acknowledging new messages, so
+    /// the broker keeps them) or `drop_oldest` (delete the oldest undelivered data,
+    /// counted in `wearcast_gateway_dropped_total{reason="spool_full"}`).
+    pub spool_overflow: OverflowPolicy,
+    /// Channels whose quantity contains one of these words also get RMS and kurtosis.
+    pub vibration_quantities: Vec<String>,
+}
+
+/// The spool's overflow policy; see [`GatewayConfig::spool_overflow`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OverflowPolicy {
+    /// Stop taking messages until the server has taken enough of the backlog. Nothing
+    /// is lost in the gateway; the broker must be able to queue what waits (Mosquitto:
+    /// `max_queued_messages`, `max_queued_bytes`).
+    #[default]
+    Block,
+    /// Keep taking messages and drop the oldest undelivered batches to make room.
+    DropOldest,
 }
 
 impl Default for GatewayConfig {
@@ -72,6 +99,10 @@ impl Default for GatewayConfig {
             registry_refresh: Duration::from_secs(60),
             forward_timeout: Duration::from_secs(10),
             data_dir: PathBuf::from("wearcast-data/gateway"),
+            spool_max_bytes: 1 << 30,
+            spool_segment_bytes: 16 << 20,
+            spool_overflow: OverflowPolicy::Block,
+            vibration_quantities: vec!["vibration".into(), "accel".into()],
         }
     }
 }
@@ -92,15 +123,16 @@ pub(crate) struct Settings {
     /// `server_url` without a trailing `/`.
     pub server_url: String,
     pub gateway: GatewayId,
-    pub window_ms: i64,
-    pub lateness_ms: i64,
     pub limits: TelemetryLimits,
-    pub batch_max_windows: usize,
     pub flush_interval: Duration,
     pub registry_refresh: Duration,
     pub forward_timeout: Duration,
     pub data_dir: PathBuf,
+    pub spool: SpoolSettings,
 }
+
+/// Smallest spool segment: below this, file overhead dominates.
+const MIN_SEGMENT_BYTES: u64 = 4096;
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> GatewayError {
     GatewayError::Config {
@@ -223,6 +255,32 @@ impl GatewayConfig {
             max_age_ms: millis("max_age", self.max_age)?,
             ..TelemetryLimits::default()
         };
+        if self.spool_segment_bytes < MIN_SEGMENT_BYTES {
+            return Err(invalid(
+                "spool_segment_bytes",
+                format!("must be at least {MIN_SEGMENT_BYTES}"),
+            ));
+        }
+        if self.spool_max_bytes < 4 * self.spool_segment_bytes {
+            return Err(invalid(
+                "spool_max_bytes",
+                format!(
+                    "{} is less than 4 segments of spool_segment_bytes ({}); space is freed a segment at a time",
+                    self.spool_max_bytes, self.spool_segment_bytes
+                ),
+            ));
+        }
+        let spool = SpoolSettings {
+            dir: self.data_dir.join("spool"),
+            gateway: gateway.clone(),
+            segment_bytes: self.spool_segment_bytes,
+            max_bytes: self.spool_max_bytes,
+            overflow: self.spool_overflow,
+            batch_max_windows: self.batch_max_windows,
+            window_ms,
+            lateness_ms,
+            vibration: VibrationChannels::new(self.vibration_quantities.iter().cloned()),
+        };
         Ok(Settings {
             broker,
             client_id: self.client_id.clone(),
@@ -231,14 +289,12 @@ impl GatewayConfig {
             ),
             server_url,
             gateway,
-            window_ms,
-            lateness_ms,
             limits,
-            batch_max_windows: self.batch_max_windows,
             flush_interval: positive("flush_interval", self.flush_interval)?,
             registry_refresh: positive("registry_refresh", self.registry_refresh)?,
             forward_timeout: positive("forward_timeout", self.forward_timeout)?,
             data_dir: self.data_dir.clone(),
+            spool,
         })
     }
 }
@@ -258,7 +314,7 @@ mod tests {
             }
         );
         assert_eq!(s.subscription, "wearcast/v1/+/+/+");
-        assert_eq!(s.window_ms, 60_000);
+        assert_eq!(s.spool.window_ms, 60_000);
         assert_eq!(s.limits.max_age_ms, 35 * 86_400_000);
     }
 
@@ -302,6 +358,28 @@ mod tests {
             serde_json::from_str(r#"{"window": "30s", "flush_interval": "1s 500ms"}"#).unwrap();
         assert_eq!(config.window, Duration::from_secs(30));
         assert_eq!(config.flush_interval, Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn the_spool_budget_must_hold_several_segments_and_the_policy_is_named() {
+        let config: GatewayConfig = serde_json::from_str(
+            r#"{"spool_max_bytes": 1000000, "spool_segment_bytes": 100000, "spool_overflow": "drop_oldest"}"#,
+        )
+        .unwrap();
+        let s = config.settings().unwrap();
+        assert_eq!(s.spool.overflow, OverflowPolicy::DropOldest);
+        assert_eq!(s.spool.dir, PathBuf::from("wearcast-data/gateway/spool"));
+        let too_small = GatewayConfig {
+            spool_max_bytes: 300_000,
+            spool_segment_bytes: 100_000,
+            ..GatewayConfig::default()
+        };
+        let err = too_small.settings().unwrap_err().to_string();
+        assert!(err.contains("spool_max_bytes"), "{err}");
+        let err = serde_json::from_str::<GatewayConfig>(r#"{"spool_overflow": "drop_newest"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown variant"), "{err}");
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! Delivery of spooled batches to the server (`POST {server}/api/v1/ingest`).
 //!
-//! A batch leaves the spool only when the server has answered for it:
+//! Batches are sent one at a time, oldest first, and only once their record is durable.
+//! The body is read back from the spool's log, exactly the bytes written when the batch
+//! was cut, so a retry (in this process or after a crash) sends the same batch under
+//! the same id. A batch leaves the spool only when the server has answered for it:
 //!
 //! - 2xx: stored (the server is idempotent per batch id, so a re-send after a lost
 //!   answer is harmless). Items it refused individually are counted and logged.
@@ -8,14 +11,18 @@
 //!   fail forever and block everything behind it, so it goes to `dead-letter.jsonl`
 //!   and leaves the spool.
 //! - anything else (5xx, 408, 429, connection error, timeout): retried with
-//!   [`Backoff::forward`], forever, with the same batch id.
+//!   [`Backoff::forward`] (0.5 s doubling to at most 5 min), forever, with the same
+//!   batch id.
+//! - a record that no longer reads back (disk corruption): it cannot be sent; it leaves
+//!   the spool, counted as dropped (`spool_corrupt`) and logged at ERROR.
 //!
 //! [`Forwarder::forward_once`] is one attempt; tests drive it directly, the loop only
 //! adds waiting.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use metrics::{counter, gauge, histogram};
+use metrics::{counter, histogram};
 use reqwest::StatusCode;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -27,8 +34,8 @@ use wearcast_protocol::{BatchId, IngestBatch, IngestResponse};
 
 use crate::backoff::Backoff;
 use crate::deadletter::{DeadLetter, DeadLetterFile};
-use crate::spool::{self, SharedSpool, SpoolDepth};
-use crate::stats::names;
+use crate::spool::outbox::{self, BatchRef, SendOutcome, SharedOutbox};
+use crate::stats::{DropReason, Totals, names};
 
 /// Most per-item rejections logged one by one for a batch; the rest are summarised.
 const MAX_ITEM_LOGS: usize = 20;
@@ -52,6 +59,10 @@ pub enum ForwardStep {
     },
     /// The server refused the batch; it is in the dead-letter file and left the spool.
     DeadLettered { batch_id: BatchId, status: u16 },
+    /// The batch's record is damaged and cannot be sent; it left the spool, counted.
+    Unreadable { lsn: u64 },
+    /// The batch could not be read from the spool now (I/O); it is tried again.
+    ReadFailed { lsn: u64, reason: String },
     /// Not delivered; the batch stays in the spool for a retry.
     Failed { batch_id: BatchId, reason: String },
 }
@@ -72,9 +83,9 @@ pub struct Forwarder {
     ingest_url: String,
     dead_letter: DeadLetterFile,
     clock: SharedClock,
-    max_windows: usize,
-    /// Windows in batches the server accepted, for the run report.
-    windows_forwarded: u64,
+    totals: Arc<Totals>,
+    /// Woken when a batch is done, so its confirmation gets logged.
+    confirmed: Arc<Notify>,
 }
 
 fn excerpt(body: &[u8]) -> String {
@@ -95,89 +106,171 @@ fn is_transient_client_error(status: StatusCode) -> bool {
 }
 
 impl Forwarder {
-    /// `server_url` without a trailing slash; batches carry at most `max_windows` windows.
+    /// `server_url` without a trailing slash. `totals` receives what was delivered or
+    /// dropped; `confirmed` is woken whenever a batch leaves the spool.
     pub fn new(
         http: reqwest::Client,
         server_url: &str,
         dead_letter: DeadLetterFile,
         clock: SharedClock,
-        max_windows: usize,
+        totals: Arc<Totals>,
+        confirmed: Arc<Notify>,
     ) -> Self {
         Self {
             http,
             ingest_url: format!("{}/api/v1/ingest", server_url.trim_end_matches('/')),
             dead_letter,
             clock,
-            max_windows: max_windows.max(1),
-            windows_forwarded: 0,
+            totals,
+            confirmed,
         }
     }
 
-    pub fn windows_forwarded(&self) -> u64 {
-        self.windows_forwarded
-    }
-
-    fn update_gauge(&self, spool: &SharedSpool) {
-        let depth = spool::lock(spool).depth();
-        gauge!(names::SPOOL_BATCHES).set(depth.batches(self.max_windows) as f64);
-    }
-
-    /// Tries to deliver the oldest batch once.
-    pub async fn forward_once(&mut self, spool: &SharedSpool) -> ForwardStep {
-        let peeked = spool::lock(spool).peek_batch(self.max_windows);
-        let batch = match peeked {
-            Ok(Some(batch)) => batch,
-            Ok(None) => return ForwardStep::Idle,
-            Err(e) => {
-                error!(error = %e, "cannot read the spool; nothing is forwarded");
-                return ForwardStep::Idle;
+    /// Tries to deliver the oldest durable batch once.
+    pub async fn forward_once(&mut self, outbox: &SharedOutbox) -> ForwardStep {
+        let (batch, reader, batch_id) = {
+            let mut o = outbox::lock(outbox);
+            let batch = o.start_sending();
+            let batch_id = batch.as_ref().map(|b| o.batch_id(b.lsn));
+            (batch, o.reader(), batch_id)
+        };
+        let (Some(batch), Some(batch_id)) = (batch, batch_id) else {
+            return ForwardStep::Idle;
+        };
+        let read = {
+            let (batch, reader) = (batch.clone(), reader.clone());
+            tokio::task::spawn_blocking(move || reader.read(&batch)).await
+        };
+        let body = match read {
+            Ok(Ok(Ok(body))) => body,
+            Ok(Ok(Err(damage))) => return self.unreadable(outbox, &batch, &damage),
+            Ok(Err(io)) => {
+                return self.read_failed(outbox, &batch, format!("cannot read the batch: {io}"));
+            }
+            Err(join) => {
+                return self.read_failed(outbox, &batch, format!("the read task failed: {join}"));
             }
         };
         let started = Instant::now();
-        let sent = self.http.post(&self.ingest_url).json(&batch).send().await;
+        // The body is sent as written: the batch is only parsed if it is refused.
+        let sent = self
+            .http
+            .post(&self.ingest_url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await;
         let step = match sent {
-            Err(e) => self.failed(&batch, format!("POST {} failed: {e}", self.ingest_url)),
+            Err(e) => self.failed(
+                outbox,
+                &batch,
+                &batch_id,
+                format!("POST {} failed: {e}", self.ingest_url),
+            ),
             Ok(response) => {
                 let status = response.status();
                 // The server commits before it answers 2xx, so a body that cannot be
                 // read does not undo the delivery.
-                let body = response.bytes().await.unwrap_or_default();
+                let answer = response.bytes().await.unwrap_or_default();
                 if status.is_success() {
-                    self.delivered(spool, &batch, &body)
+                    self.delivered(outbox, &batch, &batch_id, &answer)
                 } else if status.is_client_error() && !is_transient_client_error(status) {
-                    self.dead_letter(spool, batch, status, &body).await
+                    // Rare: read it again rather than keep a copy of every body sent.
+                    let again = {
+                        let (batch, reader) = (batch.clone(), reader.clone());
+                        tokio::task::spawn_blocking(move || reader.read(&batch)).await
+                    };
+                    let body = match again {
+                        Ok(Ok(Ok(body))) => body,
+                        _ => Vec::new(),
+                    };
+                    match serde_json::from_slice::<IngestBatch>(&body) {
+                        Ok(parsed) => {
+                            self.dead_letter(outbox, &batch, parsed, status, &answer)
+                                .await
+                        }
+                        Err(e) => self.unreadable(
+                            outbox,
+                            &batch,
+                            &format!("refused ({status}) and not an ingest batch: {e}"),
+                        ),
+                    }
                 } else {
-                    let detail = excerpt(&body);
-                    self.failed(&batch, format!("server answered {status}: {detail}"))
+                    let detail = excerpt(&answer);
+                    self.failed(
+                        outbox,
+                        &batch,
+                        &batch_id,
+                        format!("server answered {status}: {detail}"),
+                    )
                 }
             }
         };
         histogram!(names::FORWARD_LATENCY).record(started.elapsed().as_secs_f64());
-        self.update_gauge(spool);
         step
     }
 
-    fn failed(&self, batch: &IngestBatch, reason: String) -> ForwardStep {
+    /// Ends the attempt in the outbox, wakes the confirmation logger when the batch
+    /// left, and returns `step`.
+    fn finish(
+        &self,
+        outbox: &SharedOutbox,
+        batch: &BatchRef,
+        outcome: SendOutcome,
+        step: impl FnOnce(&BatchRef) -> ForwardStep,
+    ) -> ForwardStep {
+        outbox::lock(outbox).finish_sending(batch.lsn, outcome);
+        if outcome == SendOutcome::Done {
+            histogram!(names::DELIVERY_DELAY).record(batch.queued.elapsed().as_secs_f64());
+            self.confirmed.notify_one();
+        }
+        step(batch)
+    }
+
+    fn read_failed(&self, outbox: &SharedOutbox, batch: &BatchRef, reason: String) -> ForwardStep {
+        error!(lsn = batch.lsn, %reason, "a spooled batch could not be read; will retry");
+        self.finish(outbox, batch, SendOutcome::Retry, |b| {
+            ForwardStep::ReadFailed { lsn: b.lsn, reason }
+        })
+    }
+
+    fn unreadable(&self, outbox: &SharedOutbox, batch: &BatchRef, damage: &str) -> ForwardStep {
+        error!(lsn = batch.lsn, samples = batch.samples, windows = batch.windows, %damage,
+            "a spooled batch is damaged and cannot be sent; it is dropped");
+        self.totals.count_dropped(
+            DropReason::SpoolCorrupt,
+            1,
+            batch.samples,
+            batch.events as u64,
+            batch.statuses as u64,
+        );
+        self.finish(outbox, batch, SendOutcome::Done, |b| {
+            ForwardStep::Unreadable { lsn: b.lsn }
+        })
+    }
+
+    fn failed(
+        &self,
+        outbox: &SharedOutbox,
+        batch: &BatchRef,
+        batch_id: &BatchId,
+        reason: String,
+    ) -> ForwardStep {
         counter!(names::FORWARD_RETRIES).increment(1);
-        warn!(batch_id = %batch.batch_id, %reason, "batch not delivered; will retry");
-        ForwardStep::Failed {
-            batch_id: batch.batch_id.clone(),
+        warn!(%batch_id, %reason, "batch not delivered; will retry");
+        self.finish(outbox, batch, SendOutcome::Retry, |_| ForwardStep::Failed {
+            batch_id: batch_id.clone(),
             reason,
-        }
+        })
     }
 
-    fn confirm(&self, spool: &SharedSpool, batch_id: &BatchId) {
-        match spool::lock(spool).confirm(batch_id) {
-            Ok(true) => {}
-            Ok(false) => warn!(%batch_id, "confirmed batch was no longer in flight"),
-            Err(e) => {
-                error!(%batch_id, error = %e, "cannot remove a delivered batch from the spool; it will be sent again")
-            }
-        }
-    }
-
-    fn delivered(&mut self, spool: &SharedSpool, batch: &IngestBatch, body: &[u8]) -> ForwardStep {
-        let batch_id = &batch.batch_id;
+    fn delivered(
+        &mut self,
+        outbox: &SharedOutbox,
+        batch: &BatchRef,
+        batch_id: &BatchId,
+        body: &[u8],
+    ) -> ForwardStep {
         let (items_rejected, duplicate) = match serde_json::from_slice::<IngestResponse>(body) {
             Ok(answer) => {
                 for (i, r) in answer.rejected.iter().enumerate() {
@@ -199,62 +292,72 @@ impl Forwarder {
                 (0, false)
             }
         };
-        self.confirm(spool, batch_id);
-        self.windows_forwarded += batch.windows.len() as u64;
+        Totals::add(&self.totals.windows_forwarded, batch.windows as u64);
+        Totals::add(&self.totals.batches_forwarded, 1);
         counter!(names::BATCHES_FORWARDED).increment(1);
-        debug!(%batch_id, windows = batch.windows.len(), events = batch.events.len(),
-            statuses = batch.statuses.len(), duplicate, "batch delivered");
-        ForwardStep::Delivered {
-            batch_id: batch_id.clone(),
-            windows: batch.windows.len(),
-            items_rejected,
-            duplicate,
-        }
+        debug!(%batch_id, windows = batch.windows, events = batch.events,
+            statuses = batch.statuses, duplicate, "batch delivered");
+        let windows = batch.windows as usize;
+        self.finish(outbox, batch, SendOutcome::Done, |_| {
+            ForwardStep::Delivered {
+                batch_id: batch_id.clone(),
+                windows,
+                items_rejected,
+                duplicate,
+            }
+        })
     }
 
     async fn dead_letter(
         &mut self,
-        spool: &SharedSpool,
-        batch: IngestBatch,
+        outbox: &SharedOutbox,
+        batch: &BatchRef,
+        parsed: IngestBatch,
         status: StatusCode,
         body: &[u8],
     ) -> ForwardStep {
-        let batch_id = batch.batch_id.clone();
+        let batch_id = parsed.batch_id.clone();
         let response = excerpt(body);
-        error!(%batch_id, status = status.as_u16(), %response, windows = batch.windows.len(),
+        error!(%batch_id, status = status.as_u16(), %response, windows = parsed.windows.len(),
             path = %self.dead_letter.path().display(),
             "server refused the batch; moved to the dead-letter file");
         let entry = DeadLetter {
             at: self.clock.now(),
             status: status.as_u16(),
             response,
-            batch,
+            batch: parsed,
         };
         if let Err(e) = self.dead_letter.append(&entry).await {
             error!(%batch_id, error = %e, path = %self.dead_letter.path().display(),
                 "cannot write the dead-letter file; the batch stays in the spool");
-            return self.failed(&entry.batch, format!("dead-letter write failed: {e}"));
+            return self.failed(
+                outbox,
+                batch,
+                &entry.batch.batch_id,
+                format!("dead-letter write failed: {e}"),
+            );
         }
-        self.confirm(spool, &batch_id);
-        ForwardStep::DeadLettered {
-            batch_id,
-            status: status.as_u16(),
-        }
+        let status = status.as_u16();
+        self.finish(outbox, batch, SendOutcome::Done, |_| {
+            ForwardStep::DeadLettered { batch_id, status }
+        })
     }
 
     /// Forwards until `shutdown`: right away while there is work, on `wake` or every
     /// `idle_poll` when idle, after a backoff when the server is unavailable.
     pub async fn run(
         &mut self,
-        spool: &SharedSpool,
+        outbox: &SharedOutbox,
         wake: &Notify,
         idle_poll: Duration,
         shutdown: &CancellationToken,
     ) {
         let mut backoff = Backoff::forward();
         while !shutdown.is_cancelled() {
-            let pause = match self.forward_once(spool).await {
-                ForwardStep::Delivered { .. } | ForwardStep::DeadLettered { .. } => {
+            let pause = match self.forward_once(outbox).await {
+                ForwardStep::Delivered { .. }
+                | ForwardStep::DeadLettered { .. }
+                | ForwardStep::Unreadable { .. } => {
                     backoff.reset();
                     continue;
                 }
@@ -265,7 +368,7 @@ impl Forwarder {
                         _ = tokio::time::sleep(idle_poll) => continue,
                     }
                 }
-                ForwardStep::Failed { .. } => backoff.next_delay(),
+                ForwardStep::Failed { .. } | ForwardStep::ReadFailed { .. } => backoff.next_delay(),
             };
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -275,21 +378,27 @@ impl Forwarder {
     }
 
     /// At shutdown: sends what the spool holds until it is empty or `deadline` passes,
-    /// and returns what is left.
-    pub async fn drain(&mut self, spool: &SharedSpool, deadline: Instant) -> SpoolDepth {
+    /// and returns how many batches are left (they stay in the spool for the next start).
+    pub async fn drain(&mut self, outbox: &SharedOutbox, deadline: Instant) -> usize {
         let mut backoff = Backoff::forward();
         while Instant::now() < deadline {
-            match tokio::time::timeout_at(deadline, self.forward_once(spool)).await {
+            // A batch cut off by the deadline stays in flight in the outbox; the spool
+            // keeps it, which is all that matters at shutdown.
+            match tokio::time::timeout_at(deadline, self.forward_once(outbox)).await {
                 Err(_) | Ok(ForwardStep::Idle) => break,
-                Ok(ForwardStep::Delivered { .. } | ForwardStep::DeadLettered { .. }) => {
+                Ok(
+                    ForwardStep::Delivered { .. }
+                    | ForwardStep::DeadLettered { .. }
+                    | ForwardStep::Unreadable { .. },
+                ) => {
                     backoff.reset();
                 }
-                Ok(ForwardStep::Failed { .. }) => {
+                Ok(ForwardStep::Failed { .. } | ForwardStep::ReadFailed { .. }) => {
                     let retry_at = (Instant::now() + backoff.next_delay()).min(deadline);
                     tokio::time::sleep_until(retry_at).await;
                 }
             }
         }
-        spool::lock(spool).depth()
+        outbox::lock(outbox).len()
     }
 }

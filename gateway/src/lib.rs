@@ -1,81 +1,102 @@
 //! The Wearcast edge gateway: MQTT telemetry in, validated and aggregated windows out to
-//! the server over HTTP.
+//! the server over HTTP — losing nothing it acknowledged, across `kill -9`, power loss,
+//! broker restarts and server outages.
 //!
 //! ```text
-//! broker ──▶ mqtt (poll task) ──▶ mqtt (processing task) ──▶ spool ──▶ forward ──▶ server
-//!                                  validate: topic, registry,
-//!                                  payload, time, dedup, window
+//! broker ─▶ mqtt (poll task) ─▶ ingest task ───────────────▶ spool ─▶ forward ─▶ server
+//!      ◀── PUBACK once durable ─┘ validate: topic, registry,  (write-ahead log,
+//!                                 payload, time;              windows, batches,
+//!                                 dedup; windows              disk budget)
 //! ```
 //!
 //! - [`config`]: the `[gateway]` config section and its start-up checks.
 //! - `mqtt`: the broker connection (persistent session, manual acks, reconnect forever)
-//!   and the task that runs each message through the pipeline and acks it.
+//!   and the gate that keeps acknowledgements from crossing reconnects.
+//! - `ingest`: the task that runs each message through the pipeline into the spool and
+//!   acknowledges it once it is durable (group commit).
 //! - `validate`: the message pipeline — topic, registry check, payload parsing
 //!   (`wearcast_protocol::telemetry`), timestamp checks against the injected clock.
 //! - [`dedup`]: drops samples delivered twice, by their per-machine `seq`.
 //! - [`window`]: fixed event-time windows per machine and channel (count, mean, std,
-//!   min, max, last), closed by watermark or by clock.
-//! - [`spool`]: closed windows, events and statuses waiting for delivery, cut into
-//!   batches with stable ids.
+//!   min, max, last; RMS and kurtosis for vibration-like channels).
+//! - [`spool`]: the durable, event-sourced store of everything accepted and not yet
+//!   confirmed by the server, on the write-ahead log of [`wal`]; batches with stable ids;
+//!   disk budget and overflow policy.
 //! - [`forward`]: `POST /api/v1/ingest` with retries; refused batches are dead-lettered.
 //! - [`registry`]: the cache of registered machines (`GET /api/v1/machines`).
 //! - [`deadletter`]: `dead-letter.jsonl` (refused batches) and `rejected.jsonl`
 //!   (rejected input), in `data_dir`.
-//! - [`stats`]: metric names and registration; [`backoff`]: retry schedules.
+//! - [`stats`]: metric names and registration, run totals; [`backoff`]: retry schedules.
 //!
 //! All window, lateness and age logic runs on the injected [`SharedClock`] (the demo runs
 //! it ~1800× faster than real time); only real-time concerns — flush interval, HTTP
 //! timeouts, backoff, registry refresh — use tokio time.
 //!
-//! # Delivery contract (this release)
+//! # Delivery contract
 //!
-//! At least once from the broker to the gateway's memory: a message is acknowledged to
-//! the broker only after it was fully handled — accepted into an open window or the
-//! pending list, or rejected and counted. A message not yet handled when the gateway
-//! stops or loses the connection is redelivered by the broker (persistent session);
-//! a redelivered sample is dropped by [`dedup`] if it carries a `seq`.
+//! **Broker → gateway: at least once, durable before acknowledged.** A message is
+//! acknowledged (QoS 1 PUBACK) only after the records it produced are synced to the
+//! spool's log; anything not acknowledged is redelivered by the broker (persistent
+//! session). A redelivered sample with a `seq` is dropped by [`dedup`]; one without is
+//! counted again (and in `wearcast_gateway_redelivered_without_seq_total`): devices
+//! SHOULD send `seq`.
 //!
-//! From the gateway to the server, at least once while the process lives: a batch leaves
-//! the spool only after a 2xx (or, refused with a 4xx, after it was written to the
-//! dead-letter file); the server de-duplicates by batch id.
+//! **Gateway → server: at least once, stored exactly once.** Closed windows, events and
+//! statuses are cut into batches whose record in the log holds the exact body sent and
+//! whose id derives from the record's position; a batch leaves the spool only after a
+//! 2xx (or, refused with a 4xx, after it was written to the dead-letter file). Retries,
+//! in this process or after any crash, resend the same bytes under the same id, and the
+//! server stores a batch id once.
 //!
-//! The gap: the spool is in memory, so acknowledged data that is still in an open window
-//! or in the spool is lost if the process dies (a clean shutdown tries for 10 s to send
-//! it and logs at error what it could not). The durable spool (next issue) closes that
-//! gap by acknowledging only what is on disk.
+//! **Losses are counted.** Only the `drop_oldest` overflow policy, or a damaged disk,
+//! loses accepted data; every such sample, event and status is counted in
+//! `wearcast_gateway_dropped_total{reason}` and logged at ERROR.
+//!
+//! # Failures
+//!
+//! A spool write failure (disk full, I/O error) stops the pipeline: the gateway drops its
+//! MQTT session, recovers the spool from its files after a backoff, and starts over —
+//! the broker redelivers whatever was not acknowledged. Start-up refuses a spool
+//! directory another gateway process holds.
 
 pub mod backoff;
 pub mod config;
 pub mod deadletter;
 pub mod dedup;
 pub mod forward;
+mod ingest;
 mod mqtt;
 pub mod registry;
 pub mod spool;
 pub mod stats;
 mod validate;
+pub mod wal;
 pub mod window;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use wearcast_protocol::clock::SharedClock;
 
-pub use config::GatewayConfig;
+pub use config::{GatewayConfig, OverflowPolicy};
 
+use crate::backoff::Backoff;
+use crate::config::Settings;
 use crate::deadletter::{DeadLetterFile, REJECT_LOG_MAX_BYTES, RejectLog};
 use crate::forward::Forwarder;
-use crate::registry::RegistryRefresher;
-use crate::spool::MemorySpool;
-use crate::stats::Totals;
+use crate::ingest::Ingest;
+use crate::registry::{RegistryHandle, RegistryRefresher};
+use crate::spool::{DurableSpool, SpoolError};
+use crate::stats::{Totals, names};
 use crate::validate::Pipeline;
 
-/// Real time a shutdown spends forwarding what is left.
+/// Real time a shutdown spends forwarding what is left; the rest stays in the spool.
 pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
 
 /// Why the gateway could not start or did not stop cleanly.
@@ -93,10 +114,12 @@ pub enum GatewayError {
     HttpClient(#[source] reqwest::Error),
     #[error("gateway task `{task}` failed: {reason}")]
     Task { task: &'static str, reason: String },
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
 }
 
-/// Totals of one `run`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Totals of one `run`, or so far ([`GatewayMonitor::stats`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GatewayReport {
     /// MQTT messages handled (accepted or rejected).
     pub messages: u64,
@@ -108,6 +131,68 @@ pub struct GatewayReport {
     pub duplicates: u64,
     /// Windows in batches the server accepted.
     pub windows_forwarded: u64,
+    /// Messages acknowledged to the broker, each after it was durable.
+    pub messages_acked: u64,
+    /// Accepted samples without `seq` (their redeliveries cannot be recognised).
+    pub samples_without_seq: u64,
+    /// Windows written into spooled batches.
+    pub windows_emitted: u64,
+    pub batches_forwarded: u64,
+    /// Accepted data dropped (disk budget under `drop_oldest`, or disk damage).
+    pub samples_dropped: u64,
+    pub events_dropped: u64,
+    pub statuses_dropped: u64,
+    pub batches_dropped: u64,
+    /// The spool right now (or at the end): bytes on disk, batches waiting, and whether
+    /// its budget is used up.
+    pub spool_bytes: u64,
+    pub spool_batches: u64,
+    pub spool_full: bool,
+    /// Torn tails cut and damaged segments quarantined at start-ups.
+    pub torn_tails: u64,
+    pub corrupt_segments: u64,
+    /// Spool write failures, each followed by a restart of the pipeline.
+    pub spool_failures: u64,
+}
+
+/// Whether the gateway is doing its job, for a health endpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GatewayHealth {
+    /// Connected and subscribed, and the spool takes messages.
+    pub healthy: bool,
+    pub broker_connected: bool,
+    pub spool_full: bool,
+    pub spool_bytes: u64,
+    pub spool_batches: u64,
+}
+
+/// A live view of a running gateway: its totals so far and its health. Cheap to clone;
+/// create one, hand a clone to [`run_monitored`], read it from anywhere.
+#[derive(Clone, Debug, Default)]
+pub struct GatewayMonitor {
+    totals: Arc<Totals>,
+}
+
+impl GatewayMonitor {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn stats(&self) -> GatewayReport {
+        self.totals.report()
+    }
+
+    pub fn health(&self) -> GatewayHealth {
+        let r = self.totals.report();
+        let broker_connected = Totals::get(&self.totals.subscribed) == 1;
+        GatewayHealth {
+            healthy: broker_connected && !r.spool_full,
+            broker_connected,
+            spool_full: r.spool_full,
+            spool_bytes: r.spool_bytes,
+            spool_batches: r.spool_batches,
+        }
+    }
 }
 
 fn task_failed(task: &'static str, e: tokio::task::JoinError) -> GatewayError {
@@ -118,7 +203,8 @@ fn task_failed(task: &'static str, e: tokio::task::JoinError) -> GatewayError {
 }
 
 /// Runs the gateway until `shutdown` is cancelled, then closes every window, forwards
-/// for up to [`SHUTDOWN_DRAIN`], disconnects from the broker and reports.
+/// for up to [`SHUTDOWN_DRAIN`] (what is left stays in the spool for the next start),
+/// disconnects from the broker and reports.
 pub async fn run(
     config: GatewayConfig,
     clock: SharedClock,
@@ -138,21 +224,48 @@ pub async fn run_with_readiness(
     shutdown: CancellationToken,
     subscribed: watch::Sender<bool>,
 ) -> Result<GatewayReport, GatewayError> {
+    run_inner(config, clock, shutdown, subscribed, GatewayMonitor::new()).await
+}
+
+/// [`run`], with `monitor` showing the totals and health while it runs.
+pub async fn run_monitored(
+    config: GatewayConfig,
+    clock: SharedClock,
+    shutdown: CancellationToken,
+    monitor: GatewayMonitor,
+) -> Result<GatewayReport, GatewayError> {
+    run_inner(config, clock, shutdown, watch::channel(false).0, monitor).await
+}
+
+/// What every session of one run shares.
+struct RunContext {
+    settings: Settings,
+    clock: SharedClock,
+    http: reqwest::Client,
+    registry: RegistryHandle,
+    totals: Arc<Totals>,
+    subscribed: Arc<watch::Sender<bool>>,
+    rejects: Option<RejectLog>,
+}
+
+async fn run_inner(
+    config: GatewayConfig,
+    clock: SharedClock,
+    shutdown: CancellationToken,
+    subscribed: watch::Sender<bool>,
+    monitor: GatewayMonitor,
+) -> Result<GatewayReport, GatewayError> {
     let settings = config.settings()?;
     let data_dir = settings.data_dir.clone();
-    std::fs::create_dir_all(&data_dir).map_err(|source| GatewayError::DataDir {
+    let dir_err = |source| GatewayError::DataDir {
         path: data_dir.clone(),
         source,
-    })?;
-    let rejects = RejectLog::open(&data_dir, REJECT_LOG_MAX_BYTES).map_err(|source| {
-        GatewayError::DataDir {
-            path: data_dir.clone(),
-            source,
-        }
-    })?;
+    };
+    std::fs::create_dir_all(&data_dir).map_err(dir_err)?;
+    let rejects = RejectLog::open(&data_dir, REJECT_LOG_MAX_BYTES).map_err(dir_err)?;
     stats::register_metrics();
+    metrics::gauge!(names::SPOOL_BUDGET_BYTES).set(settings.spool.max_bytes as f64);
     let http = forward::http_client(settings.forward_timeout).map_err(GatewayError::HttpClient)?;
-    let totals = Arc::new(Totals::default());
 
     // Load the registry before subscribing, so a reachable server is consulted from the
     // first message on rather than machines being accepted provisionally.
@@ -166,63 +279,155 @@ pub async fn run_with_readiness(
         _ = shutdown.cancelled() => {}
         _ = refresher.load_once() => {}
     }
+    let registry_stop = shutdown.child_token();
+    let registry_task = tokio::spawn(refresher.run(registry_stop.clone()));
+
+    let mut ctx = RunContext {
+        settings,
+        clock,
+        http,
+        registry,
+        totals: monitor.totals.clone(),
+        subscribed: Arc::new(subscribed),
+        rejects: Some(rejects),
+    };
+    let mut backoff = Backoff::reconnect();
+    let outcome = loop {
+        match session(&mut ctx, &shutdown).await {
+            Ok(()) => break Ok(()),
+            Err(GatewayError::Spool(e @ SpoolError::Locked { .. })) => break Err(e.into()),
+            Err(GatewayError::Spool(e)) if !shutdown.is_cancelled() => {
+                Totals::add(&ctx.totals.spool_failures, 1);
+                metrics::counter!(names::SPOOL_FAILURES).increment(1);
+                let retry_in = backoff.next_delay();
+                error!(error = %e, retry_in = ?retry_in,
+                    "the spool failed; nothing more is acknowledged. Restarting the pipeline from the spool's files (the broker redelivers what was not acknowledged)");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break Ok(()),
+                    _ = tokio::time::sleep(retry_in) => {}
+                }
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    registry_stop.cancel();
+    if let Err(e) = registry_task.await {
+        warn!(error = %e, "registry task failed");
+    }
+    outcome?;
+    let report = ctx.totals.report();
+    info!(
+        messages = report.messages,
+        samples_accepted = report.samples_accepted,
+        rejected = report.rejected,
+        duplicates = report.duplicates,
+        windows_forwarded = report.windows_forwarded,
+        samples_dropped = report.samples_dropped,
+        batches_left = report.spool_batches,
+        "gateway stopped"
+    );
+    Ok(report)
+}
+
+/// One life of the pipeline: a recovered spool, an MQTT connection, the tasks. Ends at
+/// shutdown (Ok) or when the spool fails (Err, and the caller starts another).
+async fn session(ctx: &mut RunContext, shutdown: &CancellationToken) -> Result<(), GatewayError> {
+    let settings = &ctx.settings;
+    let open = {
+        let (spool_settings, totals, now) =
+            (settings.spool.clone(), ctx.totals.clone(), ctx.clock.now());
+        tokio::task::spawn_blocking(move || DurableSpool::open(spool_settings, totals, now))
+            .await
+            .map_err(|e| task_failed("spool recovery", e))?
+    };
+    let (spool, recovered) = open?;
+    info!(
+        dir = %spool.dir().display(),
+        segments = recovered.segments,
+        records = recovered.records,
+        batches_waiting = recovered.batches,
+        open_windows = recovered.open_windows,
+        torn_tails = recovered.torn_tails,
+        corrupt_segments = recovered.corrupt_segments,
+        "spool opened"
+    );
+    let rejects = match ctx.rejects.take() {
+        Some(r) => r,
+        None => RejectLog::open(&settings.data_dir, REJECT_LOG_MAX_BYTES).map_err(|source| {
+            GatewayError::DataDir {
+                path: settings.data_dir.clone(),
+                source,
+            }
+        })?,
+    };
+    let pipeline = Pipeline::new(
+        settings.limits.clone(),
+        ctx.registry.clone(),
+        rejects,
+        ctx.totals.clone(),
+    );
 
     // Cancelled with `shutdown`, or by us when a task ends on its own.
     let stop = shutdown.child_token();
     let disconnect = CancellationToken::new();
-    let spool = MemorySpool::new(settings.gateway.clone(), clock.clone()).shared();
     let forwarder_wake = Arc::new(Notify::new());
-    let pipeline = Pipeline::new(
-        settings.limits.clone(),
-        settings.window_ms,
-        settings.lateness_ms,
-        registry,
-        rejects,
-        totals.clone(),
-    );
+    let confirmed = Arc::new(Notify::new());
+    let outbox = spool.outbox();
 
-    let (client, eventloop) = mqtt::connect(&settings);
-    let (to_pipeline, messages) = mpsc::unbounded_channel();
+    let (client, eventloop) = mqtt::connect(settings);
+    let gate = mqtt::AckGate::new(client.clone());
+    let (to_ingest, mut messages) = mpsc::unbounded_channel();
     info!(broker = %format_args!("{}:{}", settings.broker.host, settings.broker.port), filter = %settings.subscription,
         server = %settings.server_url, gateway = %settings.gateway, "gateway starting");
     let mut poll_task: JoinHandle<()> = tokio::spawn(mqtt::poll(
         eventloop,
-        client.clone(),
+        client,
+        gate.clone(),
         settings.subscription.clone(),
-        to_pipeline,
+        to_ingest,
         stop.clone(),
         disconnect.clone(),
-        subscribed,
+        ctx.subscribed.clone(),
+        ctx.totals.clone(),
     ));
-    let processing = mqtt::Processing {
-        client,
-        spool: spool.clone(),
-        forwarder_wake: forwarder_wake.clone(),
-        clock: clock.clone(),
-        flush_interval: settings.flush_interval,
+    let mut ingest = Ingest::new(
+        spool,
+        pipeline,
+        gate,
+        ctx.clock.clone(),
+        settings.flush_interval,
+        forwarder_wake.clone(),
+        confirmed.clone(),
+        ctx.totals.clone(),
+    );
+    let mut ingest_task = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let result = ingest.run(&mut messages, &stop).await;
+            (ingest, result)
+        })
     };
-    let mut pipeline_task = tokio::spawn(processing.run(pipeline, messages, stop.clone()));
-    let registry_task = tokio::spawn(refresher.run(stop.clone()));
     let mut forwarder = Forwarder::new(
-        http,
+        ctx.http.clone(),
         &settings.server_url,
-        DeadLetterFile::new(&data_dir),
-        clock.clone(),
-        settings.batch_max_windows,
+        DeadLetterFile::new(&settings.data_dir),
+        ctx.clock.clone(),
+        ctx.totals.clone(),
+        confirmed,
     );
     let forward_task = {
-        let (spool, wake, stop) = (spool.clone(), forwarder_wake.clone(), stop.clone());
+        let (outbox, wake, stop) = (outbox.clone(), forwarder_wake.clone(), stop.clone());
         let idle_poll = settings.flush_interval;
         tokio::spawn(async move {
-            forwarder.run(&spool, &wake, idle_poll, &stop).await;
+            forwarder.run(&outbox, &wake, idle_poll, &stop).await;
             forwarder
         })
     };
 
-    // A task that ends before shutdown is a bug; stop the rest and report it.
+    // A task that ends before shutdown is a bug or a spool failure; stop the rest.
     let mut failure: Option<GatewayError> = None;
     let mut poll_done = false;
-    let mut pipeline_result = None;
+    let mut ingest_result = None;
     tokio::select! {
         // First: on shutdown the tasks end too, and that is not a failure.
         biased;
@@ -234,24 +439,27 @@ pub async fn run_with_readiness(
                 Err(e) => task_failed("mqtt", e),
             });
         }
-        r = &mut pipeline_task => {
-            pipeline_result = Some(r);
-            failure = Some(GatewayError::Task { task: "pipeline", reason: "ended before shutdown".into() });
+        r = &mut ingest_task => {
+            ingest_result = Some(r);
         }
     }
-    if let Some(e) = &failure {
-        error!(error = %e, "gateway task ended unexpectedly; shutting down");
-    }
     stop.cancel();
-    info!("gateway stopping: closing windows and forwarding what is left");
-
-    let pipeline_result = match pipeline_result {
+    let (mut ingest, spool_result) = match ingest_result {
         Some(r) => r,
-        None => pipeline_task.await,
-    };
-    if let Err(e) = pipeline_result {
-        failure.get_or_insert(task_failed("pipeline", e));
+        None => ingest_task.await,
     }
+    .map_err(|e| task_failed("ingest", e))?;
+    if let Err(e) = spool_result {
+        failure.get_or_insert(GatewayError::Spool(e));
+    }
+    if let Some(e) = &failure {
+        if !matches!(e, GatewayError::Spool(_)) {
+            error!(error = %e, "gateway task ended unexpectedly; shutting down");
+        }
+    } else {
+        info!("gateway stopping: windows closed into the spool; forwarding what is left");
+    }
+
     let mut forwarder = match forward_task.await {
         Ok(forwarder) => Some(forwarder),
         Err(e) => {
@@ -259,44 +467,52 @@ pub async fn run_with_readiness(
             None
         }
     };
-    if let Some(forwarder) = &mut forwarder {
+    if failure.is_none()
+        && let Some(forwarder) = &mut forwarder
+    {
+        // The ingest task logs the confirmations of this last round as they come.
+        let drained = CancellationToken::new();
+        let logging = {
+            let drained = drained.clone();
+            async move {
+                let r = ingest.log_confirmations_until(&drained).await;
+                (ingest, r)
+            }
+        };
         let deadline = tokio::time::Instant::now() + SHUTDOWN_DRAIN;
-        let left = forwarder.drain(&spool, deadline).await;
-        if !left.is_empty() {
-            error!(
-                windows = left.windows,
-                events = left.events,
-                statuses = left.statuses,
-                "could not forward everything before shutdown; this data is lost (the spool is in memory)"
+        let draining = async {
+            let left = forwarder.drain(&outbox, deadline).await;
+            drained.cancel();
+            left
+        };
+        let (left, (back, logged)) = tokio::join!(draining, logging);
+        ingest = back;
+        if let Err(e) = logged {
+            failure.get_or_insert(GatewayError::Spool(e));
+        } else if left > 0 {
+            info!(
+                batches = left,
+                "not everything was forwarded before shutdown; it stays in the spool and is sent at the next start"
             );
         }
     }
+    let unacked = ingest.unacknowledged();
+    if unacked > 0 {
+        info!(
+            messages = unacked,
+            "messages not acknowledged at shutdown; the broker delivers them again"
+        );
+    }
+    // Closes the spool (the writer finishes what was queued) before the connection
+    // goes, so the acks queued so far leave ahead of the DISCONNECT.
+    drop(ingest);
 
     disconnect.cancel();
     if !poll_done && let Err(e) = poll_task.await {
         failure.get_or_insert(task_failed("mqtt", e));
     }
-    if let Err(e) = registry_task.await {
-        warn!(error = %e, "registry task failed");
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
-    if let Some(e) = failure {
-        return Err(e);
-    }
-
-    let report = GatewayReport {
-        messages: Totals::get(&totals.messages),
-        samples_accepted: Totals::get(&totals.samples_accepted),
-        rejected: Totals::get(&totals.rejected),
-        duplicates: Totals::get(&totals.duplicates),
-        windows_forwarded: forwarder.map_or(0, |f| f.windows_forwarded()),
-    };
-    info!(
-        messages = report.messages,
-        samples_accepted = report.samples_accepted,
-        rejected = report.rejected,
-        duplicates = report.duplicates,
-        windows_forwarded = report.windows_forwarded,
-        "gateway stopped"
-    );
-    Ok(report)
 }

@@ -1,41 +1,47 @@
-//! MQTT in: the broker connection and the task that turns messages into pipeline work.
+//! MQTT in: the broker connection, and the gate every acknowledgement goes through.
 //!
-//! Two tasks, so the connection never waits for processing:
-//!
-//! - the **poll task** drives rumqttc's event loop (which also sends pings and the acks
-//!   the other task queues), subscribes when the broker has no session for us, and
-//!   reconnects forever with [`Backoff::reconnect`]. It hands publishes on through an
-//!   unbounded channel: the broker's in-flight window for unacknowledged QoS 1
-//!   messages (we ack only after processing) is what bounds that queue.
-//! - the **processing task** runs each message through the [`Pipeline`], then acks it,
-//!   and every `flush_interval` sweeps closed windows into the spool.
+//! The **poll task** drives rumqttc's event loop (which also sends pings and the acks the
+//! ingest task queues), subscribes when the broker has no session for us, and
+//! reconnects forever with [`Backoff::reconnect`]. It hands publishes on through an
+//! unbounded channel, each tagged with the connection it arrived on: the broker's
+//! in-flight window for unacknowledged QoS 1 messages (we ack only once they are
+//! durable) is what bounds that queue. It never waits for processing, so pings go out
+//! even while the spool is full and nothing is being taken.
 //!
 //! The session is persistent (`clean_session = false`, fixed client id) and acks are
-//! manual, so a message the gateway never finished is redelivered by the broker after a
-//! reconnect or restart instead of being lost.
+//! manual, so a message the gateway did not make durable is redelivered by the broker
+//! after a reconnect or restart instead of being lost.
+//!
+//! # Acknowledgements and reconnects
+//!
+//! A PUBACK names a packet id, and after a reconnect the broker reuses packet ids. An ack
+//! for a message of the previous connection that went out on the new one could
+//! acknowledge a *different* message that is not durable yet. So acks go through the
+//! [`AckGate`]: the poll task bumps the connection epoch, under the gate's lock, when a
+//! connection breaks, and purges acks still queued in the client; an ack is sent only
+//! for a message of the current epoch. The old connection's messages are redelivered
+//! and acknowledged again, which the `seq` de-duplication makes harmless.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS,
-    StateError, SubscribeReasonCode,
+    AsyncClient, ClientError, ConnectionError, Event, EventLoop, MqttOptions, Outgoing, Packet,
+    Publish, QoS, Request, StateError, SubscribeReasonCode,
 };
-use tokio::sync::{Notify, mpsc, watch};
-use tokio::time::MissedTickBehavior;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
-use wearcast_protocol::clock::SharedClock;
 
 use crate::backoff::Backoff;
 use crate::config::Settings;
-use crate::spool::{self, SharedSpool, SpoolItem};
-use crate::validate::Pipeline;
+use crate::stats::{Totals, names};
 
 /// Room for the topic and MQTT headers on top of the largest accepted payload.
 const PACKET_OVERHEAD: usize = 64 * 1024;
-/// Requests (mostly acks) queued for the event loop.
-const REQUEST_CAPACITY: usize = 1024;
+/// Requests (mostly acks) queued for the event loop: more than the 65 535 packet ids
+/// that can be unacknowledged at once, so an ack never finds the queue full.
+const REQUEST_CAPACITY: usize = 70_000;
 /// How long a clean disconnect may take at shutdown.
 const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -69,19 +75,98 @@ pub(crate) fn connect(settings: &Settings) -> (AsyncClient, EventLoop) {
     AsyncClient::new(options(settings), REQUEST_CAPACITY)
 }
 
-/// Drives the connection until `disconnect`; forwards publishes to the processing task
+/// A message and the connection it arrived on.
+#[derive(Debug)]
+pub(crate) struct Incoming {
+    pub publish: Publish,
+    pub epoch: u64,
+}
+
+/// Sends acknowledgements for messages of the current connection only (module doc).
+#[derive(Debug)]
+pub(crate) struct AckGate {
+    client: AsyncClient,
+    epoch: Mutex<u64>,
+}
+
+impl AckGate {
+    pub fn new(client: AsyncClient) -> Arc<Self> {
+        Arc::new(Self {
+            client,
+            epoch: Mutex::new(0),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, u64> {
+        self.epoch.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn epoch(&self) -> u64 {
+        *self.lock()
+    }
+
+    /// Acknowledges `messages` (in order); returns how many acks were queued. Messages
+    /// of an earlier connection are skipped: the broker redelivers them.
+    pub fn ack<'a>(&self, messages: impl IntoIterator<Item = &'a Incoming>) -> u64 {
+        let epoch = self.lock();
+        let mut sent = 0;
+        for m in messages {
+            if m.epoch != *epoch || m.publish.qos == QoS::AtMostOnce {
+                continue;
+            }
+            match self.client.try_ack(&m.publish) {
+                Ok(()) => sent += 1,
+                Err(ClientError::TryRequest(_)) | Err(ClientError::Request(_)) => {
+                    // Only when the event loop is gone (shutdown) or the queue is
+                    // somehow full: the broker redelivers the message, the seq
+                    // de-duplication drops the copy.
+                    debug!(
+                        pkid = m.publish.pkid,
+                        "ack not queued; the broker will redeliver"
+                    );
+                }
+            }
+        }
+        sent
+    }
+
+    /// Called by the poll task when the connection broke: later acks for messages of
+    /// the old connection are not sent, and those still queued are dropped.
+    fn connection_lost(&self, eventloop: &mut EventLoop) {
+        let mut epoch = self.lock();
+        *epoch += 1;
+        // rumqttc already dropped the acks queued before the error; this catches any
+        // queued between that and taking the lock.
+        eventloop.clean();
+        eventloop
+            .pending
+            .retain(|r| !matches!(r, Request::PubAck(_)));
+    }
+}
+
+/// Drives the connection until `disconnect`; forwards publishes to the ingest task
 /// until `intake_closed` (messages after that stay unacknowledged, so the broker keeps
 /// them for the next session).
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn poll(
     mut eventloop: EventLoop,
     client: AsyncClient,
+    gate: Arc<AckGate>,
     subscription: String,
-    to_pipeline: mpsc::UnboundedSender<Publish>,
+    to_pipeline: mpsc::UnboundedSender<Incoming>,
     intake_closed: CancellationToken,
     disconnect: CancellationToken,
-    subscribed: watch::Sender<bool>,
+    subscribed: Arc<watch::Sender<bool>>,
+    totals: Arc<Totals>,
 ) {
     let mut backoff = Backoff::reconnect();
+    let mut had_session = false;
+    let mut epoch = gate.epoch();
+    let set_subscribed = |on: bool| {
+        subscribed.send_replace(on);
+        Totals::set(&totals.subscribed, u64::from(on));
+        metrics::gauge!(names::BROKER_CONNECTED).set(if on { 1.0 } else { 0.0 });
+    };
     let broker = format!(
         "{}:{}",
         eventloop.mqtt_options.broker_address().0,
@@ -94,15 +179,24 @@ pub(crate) async fn poll(
         };
         match event {
             Ok(Event::Incoming(Packet::Publish(publish))) => {
-                if !intake_closed.is_cancelled() && to_pipeline.send(publish).is_err() {
-                    debug!("processing task gone; message left for redelivery");
+                if !intake_closed.is_cancelled()
+                    && to_pipeline.send(Incoming { publish, epoch }).is_err()
+                {
+                    debug!("ingest task gone; message left for redelivery");
                 }
             }
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 backoff.reset();
                 info!(%broker, session_present = ack.session_present, "connected to the MQTT broker");
+                if had_session && !ack.session_present {
+                    // Operator action: messages queued for the gateway while it was
+                    // away are gone (a broker restarted without persistence, or a
+                    // session expiry shorter than the outage).
+                    error!(%broker, "the broker no longer had the gateway's session; messages it held for the gateway are lost (enable broker persistence, keep sessions longer)");
+                }
+                had_session = true;
                 // A resumed session still holds the subscription.
-                subscribed.send_replace(ack.session_present);
+                set_subscribed(ack.session_present);
                 if !ack.session_present {
                     // Not awaited here: the request channel is drained by this very
                     // loop, so waiting on it could deadlock.
@@ -119,12 +213,14 @@ pub(crate) async fn poll(
                     error!(filter = %subscription, "the broker refused the subscription; no messages will arrive");
                 } else {
                     info!(filter = %subscription, "subscribed");
-                    subscribed.send_replace(true);
+                    set_subscribed(true);
                 }
             }
             Ok(_) => {}
             Err(e) => {
-                subscribed.send_replace(false);
+                set_subscribed(false);
+                gate.connection_lost(&mut eventloop);
+                epoch = gate.epoch();
                 let delay = backoff.next_delay();
                 log_connection_error(&broker, &e, delay);
                 tokio::select! {
@@ -134,7 +230,7 @@ pub(crate) async fn poll(
             }
         }
     }
-    subscribed.send_replace(false);
+    set_subscribed(false);
     disconnect_cleanly(&mut eventloop, &client).await;
 }
 
@@ -175,67 +271,5 @@ async fn disconnect_cleanly(eventloop: &mut EventLoop, client: &AsyncClient) {
     match flushed {
         Ok(()) => info!("disconnected from the MQTT broker"),
         Err(_) => warn!("MQTT disconnect timed out"),
-    }
-}
-
-/// Everything the processing task needs besides its input.
-pub(crate) struct Processing {
-    pub client: AsyncClient,
-    pub spool: SharedSpool,
-    pub forwarder_wake: Arc<Notify>,
-    pub clock: SharedClock,
-    pub flush_interval: Duration,
-}
-
-impl Processing {
-    fn spool_items(&self, items: Vec<SpoolItem>) {
-        if items.is_empty() {
-            return;
-        }
-        let n = items.len();
-        if let Err(e) = spool::lock(&self.spool).push_all(items) {
-            error!(items = n, error = %e, "cannot spool closed windows; they are lost");
-            return;
-        }
-        self.forwarder_wake.notify_one();
-    }
-
-    /// Handles and acks messages until `shutdown`, then closes every open window into
-    /// the spool. Returns the pipeline for the final numbers.
-    pub async fn run(
-        self,
-        mut pipeline: Pipeline,
-        mut messages: mpsc::UnboundedReceiver<Publish>,
-        shutdown: CancellationToken,
-    ) -> Pipeline {
-        let mut sweep = tokio::time::interval(self.flush_interval);
-        sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => break,
-                // Before messages, so a flood cannot hold windows back.
-                _ = sweep.tick() => {
-                    let items = pipeline.sweep(self.clock.now());
-                    self.spool_items(items);
-                }
-                message = messages.recv() => {
-                    let Some(publish) = message else { break };
-                    pipeline.handle(&publish.topic, &publish.payload, self.clock.now());
-                    if let Err(e) = self.client.ack(&publish).await {
-                        warn!(error = %e, topic = %publish.topic, "cannot queue the ack; the broker will redeliver the message");
-                    }
-                }
-            }
-        }
-        let open = pipeline.open_windows();
-        let items = pipeline.close_all();
-        debug!(
-            open_windows = open,
-            items = items.len(),
-            "closed every window for shutdown"
-        );
-        self.spool_items(items);
-        pipeline
     }
 }

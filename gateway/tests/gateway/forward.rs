@@ -1,77 +1,100 @@
-//! The forwarder against a real HTTP receiver.
+//! The forwarder against a real HTTP receiver, reading batches from a real spool.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use wearcast_gateway::OverflowPolicy;
 use wearcast_gateway::deadletter::{DeadLetter, DeadLetterFile};
 use wearcast_gateway::forward::{ForwardStep, Forwarder, http_client};
-use wearcast_gateway::spool::{self, MemorySpool, SharedSpool, SpoolItem};
+use wearcast_gateway::spool::{DurableSpool, SpoolSettings, outbox};
+use wearcast_gateway::stats::Totals;
+use wearcast_gateway::window::{MachineKey, VibrationChannels};
 use wearcast_protocol::clock::ManualClock;
-use wearcast_protocol::{Channel, GatewayId, MachineId, TenantId, UnixMs, WindowAggregate};
+use wearcast_protocol::{Channel, GatewayId, MachineId, Sample, TenantId, UnixMs};
 
 use crate::support::FakeServer;
 
-fn window(i: i64) -> WindowAggregate {
-    WindowAggregate {
-        tenant: TenantId::parse("acme").unwrap(),
-        machine: MachineId::parse("m1").unwrap(),
-        channel: Channel::parse("spindle.vibration_rms").unwrap(),
-        start: UnixMs(i * 60_000),
-        end: UnixMs((i + 1) * 60_000),
-        count: 2,
-        mean: 1.5,
-        min: 1.0,
-        max: 2.0,
-        std: 0.5f64.sqrt(),
-        last: 2.0,
-        last_ts: UnixMs(i * 60_000 + 1),
-    }
-}
+const T0: UnixMs = UnixMs(1_800_000_000_000);
 
 struct Setup {
     server: FakeServer,
-    spool: SharedSpool,
+    spool: DurableSpool,
     forwarder: Forwarder,
+    totals: Arc<Totals>,
     dir: tempfile::TempDir,
 }
 
 async fn setup(max_windows: usize) -> Setup {
     let server = FakeServer::start(&[]).await;
     let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(UnixMs(1_800_000_000_000)));
-    let spool = MemorySpool::new(GatewayId::parse("gw-test").unwrap(), clock.clone()).shared();
+    let clock = Arc::new(ManualClock::new(T0));
+    let totals = Arc::new(Totals::default());
+    let settings = SpoolSettings {
+        dir: dir.path().join("spool"),
+        gateway: GatewayId::parse("gw-test").unwrap(),
+        segment_bytes: 1 << 20,
+        max_bytes: 8 << 20,
+        overflow: OverflowPolicy::Block,
+        batch_max_windows: max_windows,
+        window_ms: 60_000,
+        lateness_ms: 0,
+        vibration: VibrationChannels::default(),
+    };
+    let (spool, _) = DurableSpool::open(settings, totals.clone(), T0).unwrap();
     let forwarder = Forwarder::new(
         http_client(Duration::from_secs(5)).unwrap(),
         &server.url,
         DeadLetterFile::new(dir.path()),
         clock,
-        max_windows,
+        totals.clone(),
+        Arc::new(Notify::new()),
     );
     Setup {
         server,
         spool,
         forwarder,
+        totals,
         dir,
     }
 }
 
-fn push_windows(spool: &SharedSpool, range: std::ops::Range<i64>) {
-    spool::lock(spool)
-        .push_all(range.map(|i| SpoolItem::Window(window(i))).collect())
-        .unwrap();
+/// One closed window per minute `i` in `range`, written as batches and made durable.
+fn spool_windows(spool: &mut DurableSpool, range: std::ops::Range<i64>) {
+    let key = MachineKey {
+        tenant: TenantId::parse("acme").unwrap(),
+        machine: MachineId::parse("m1").unwrap(),
+    };
+    for i in range {
+        let sample = Sample {
+            ts: T0.plus_ms(i * 60_000),
+            seq: None,
+            readings: vec![(Channel::parse("spindle.vibration_rms").unwrap(), 1.5)],
+        };
+        spool.accept_samples(&key, vec![sample], T0);
+    }
+    spool.close_all(T0);
+    spool.sync_blocking().unwrap();
+}
+
+fn starts(windows: &[wearcast_protocol::WindowAggregate]) -> Vec<i64> {
+    windows
+        .iter()
+        .map(|w| (w.start.0 - T0.0) / 60_000)
+        .collect()
 }
 
 #[tokio::test]
 async fn a_batch_is_retried_under_the_same_id_until_the_server_takes_it_and_is_stored_once() {
     let mut s = setup(100).await;
-    push_windows(&s.spool, 0..3);
+    spool_windows(&mut s.spool, 0..3);
     s.server.answer_next(&[503, 503, 503]);
+    let outbox = s.spool.outbox();
 
     let mut failed_ids = Vec::new();
     for _ in 0..3 {
-        match s.forwarder.forward_once(&s.spool).await {
+        match s.forwarder.forward_once(&outbox).await {
             ForwardStep::Failed { batch_id, reason } => {
                 assert!(reason.contains("503"), "{reason}");
                 failed_ids.push(batch_id);
@@ -80,10 +103,10 @@ async fn a_batch_is_retried_under_the_same_id_until_the_server_takes_it_and_is_s
         }
     }
     // Windows spooled during the outage wait for the next batch.
-    push_windows(&s.spool, 3..4);
+    spool_windows(&mut s.spool, 3..4);
     let ForwardStep::Delivered {
         batch_id, windows, ..
-    } = s.forwarder.forward_once(&s.spool).await
+    } = s.forwarder.forward_once(&outbox).await
     else {
         panic!("expected delivery");
     };
@@ -92,26 +115,29 @@ async fn a_batch_is_retried_under_the_same_id_until_the_server_takes_it_and_is_s
     s.server.with(|r| {
         assert_eq!(r.attempts, vec![batch_id.clone(); 4]);
         assert_eq!(r.stored.len(), 1);
-        assert_eq!(r.stored[0].windows, (0..3).map(window).collect::<Vec<_>>());
+        assert_eq!(starts(&r.stored[0].windows), [0, 1, 2]);
     });
 
-    let ForwardStep::Delivered { batch_id: next, .. } = s.forwarder.forward_once(&s.spool).await
+    let ForwardStep::Delivered { batch_id: next, .. } = s.forwarder.forward_once(&outbox).await
     else {
         panic!("expected the second batch");
     };
     assert_ne!(next, batch_id);
-    assert_eq!(s.forwarder.forward_once(&s.spool).await, ForwardStep::Idle);
-    assert_eq!(s.forwarder.windows_forwarded(), 4);
-    assert!(spool::lock(&s.spool).depth().is_empty());
+    assert_eq!(s.forwarder.forward_once(&outbox).await, ForwardStep::Idle);
+    assert_eq!(Totals::get(&s.totals.windows_forwarded), 4);
+    assert!(outbox::lock(&outbox).is_empty());
+    // The confirmations are waiting to be logged.
+    assert_eq!(s.spool.log_confirmations(), 2);
 }
 
 #[tokio::test]
 async fn a_refused_batch_is_dead_lettered_and_the_next_one_goes_through() {
     let mut s = setup(2).await;
-    push_windows(&s.spool, 0..4);
+    spool_windows(&mut s.spool, 0..4);
     s.server.answer_next(&[400]);
+    let outbox = s.spool.outbox();
 
-    let step = s.forwarder.forward_once(&s.spool).await;
+    let step = s.forwarder.forward_once(&outbox).await;
     let ForwardStep::DeadLettered { batch_id, status } = step else {
         panic!("expected a dead letter, got {step:?}");
     };
@@ -123,33 +149,34 @@ async fn a_refused_batch_is_dead_lettered_and_the_next_one_goes_through() {
         .collect();
     assert_eq!(lines.len(), 1);
     assert_eq!(lines[0].batch.batch_id, batch_id);
-    assert_eq!(lines[0].batch.windows, vec![window(0), window(1)]);
+    assert_eq!(starts(&lines[0].batch.windows), [0, 1]);
     assert_eq!(lines[0].response, "scripted 400");
 
     assert!(matches!(
-        s.forwarder.forward_once(&s.spool).await,
+        s.forwarder.forward_once(&outbox).await,
         ForwardStep::Delivered { windows: 2, .. }
     ));
     s.server.with(|r| {
         assert_eq!(r.stored.len(), 1);
-        assert_eq!(r.stored[0].windows, vec![window(2), window(3)]);
+        assert_eq!(starts(&r.stored[0].windows), [2, 3]);
     });
-    assert_eq!(s.forwarder.windows_forwarded(), 2);
+    assert_eq!(Totals::get(&s.totals.windows_forwarded), 2);
 }
 
 #[tokio::test]
 async fn too_many_requests_is_retried_not_dead_lettered() {
     let mut s = setup(10).await;
-    push_windows(&s.spool, 0..1);
+    spool_windows(&mut s.spool, 0..1);
     s.server.answer_next(&[429, 408]);
+    let outbox = s.spool.outbox();
     for _ in 0..2 {
         assert!(matches!(
-            s.forwarder.forward_once(&s.spool).await,
+            s.forwarder.forward_once(&outbox).await,
             ForwardStep::Failed { .. }
         ));
     }
     assert!(matches!(
-        s.forwarder.forward_once(&s.spool).await,
+        s.forwarder.forward_once(&outbox).await,
         ForwardStep::Delivered { .. }
     ));
     assert!(!s.dir.path().join("dead-letter.jsonl").exists());
@@ -162,20 +189,21 @@ async fn an_unreachable_server_keeps_the_batch_for_later() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead_url = format!("http://{}", listener.local_addr().unwrap());
     drop(listener);
-    let clock = Arc::new(ManualClock::new(UnixMs(0)));
     let mut offline = Forwarder::new(
         http_client(Duration::from_secs(2)).unwrap(),
         &dead_url,
         DeadLetterFile::new(s.dir.path()),
-        clock,
-        10,
+        Arc::new(ManualClock::new(T0)),
+        s.totals.clone(),
+        Arc::new(Notify::new()),
     );
-    push_windows(&s.spool, 0..2);
-    let ForwardStep::Failed { batch_id, .. } = offline.forward_once(&s.spool).await else {
+    spool_windows(&mut s.spool, 0..2);
+    let outbox = s.spool.outbox();
+    let ForwardStep::Failed { batch_id, .. } = offline.forward_once(&outbox).await else {
         panic!("expected a failure");
     };
-    assert_eq!(spool::lock(&s.spool).depth().windows, 2);
-    let ForwardStep::Delivered { batch_id: sent, .. } = s.forwarder.forward_once(&s.spool).await
+    assert_eq!(outbox::lock(&outbox).len(), 1);
+    let ForwardStep::Delivered { batch_id: sent, .. } = s.forwarder.forward_once(&outbox).await
     else {
         panic!("expected delivery once the server is back");
     };
@@ -183,20 +211,43 @@ async fn an_unreachable_server_keeps_the_batch_for_later() {
 }
 
 #[tokio::test]
+async fn a_damaged_batch_is_dropped_and_counted_and_the_next_one_goes_through() {
+    let mut s = setup(1).await;
+    spool_windows(&mut s.spool, 0..2);
+    let outbox = s.spool.outbox();
+    let first = outbox::lock(&outbox).batches()[0].clone();
+    let path = wearcast_gateway::wal::segment_path(&s.dir.path().join("spool"), first.segment);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = (wearcast_gateway::wal::HEADER_LEN + first.lsn - first.segment) as usize + 20;
+    bytes[at] ^= 0x55;
+    std::fs::write(&path, bytes).unwrap();
+
+    assert_eq!(
+        s.forwarder.forward_once(&outbox).await,
+        ForwardStep::Unreadable { lsn: first.lsn }
+    );
+    assert_eq!(Totals::get(&s.totals.dropped_samples), 1);
+    assert!(matches!(
+        s.forwarder.forward_once(&outbox).await,
+        ForwardStep::Delivered { windows: 1, .. }
+    ));
+}
+
+#[tokio::test]
 async fn the_forward_loop_backs_off_and_delivers_once_the_server_recovers() {
     let mut s = setup(10).await;
-    push_windows(&s.spool, 0..2);
+    spool_windows(&mut s.spool, 0..2);
     s.server.answer_next(&[503, 503]);
     let wake = Arc::new(Notify::new());
     let stop = CancellationToken::new();
-    let started = tokio::time::Instant::now();
+    let outbox = s.spool.outbox();
     let task = {
-        let (spool, wake, stop) = (s.spool.clone(), wake.clone(), stop.clone());
+        let (outbox, wake, stop) = (outbox.clone(), wake.clone(), stop.clone());
+        let mut forwarder = s.forwarder;
         tokio::spawn(async move {
-            s.forwarder
-                .run(&spool, &wake, Duration::from_millis(50), &stop)
+            forwarder
+                .run(&outbox, &wake, Duration::from_millis(50), &stop)
                 .await;
-            s.forwarder
         })
     };
     assert!(
@@ -204,10 +255,8 @@ async fn the_forward_loop_backs_off_and_delivers_once_the_server_recovers() {
             .wait_until(Duration::from_secs(10), |r| r.stored.len() == 1)
             .await
     );
-    // Two failures: 0.5 s + 1 s of backoff before the third attempt.
-    assert!(started.elapsed() >= Duration::from_millis(1500));
-    // Woken by a push, the loop sends the next batch without waiting for a poll.
-    push_windows(&s.spool, 2..3);
+    // Woken by new work, the loop sends the next batch without waiting for a poll.
+    spool_windows(&mut s.spool, 2..3);
     wake.notify_one();
     assert!(
         s.server
@@ -215,7 +264,7 @@ async fn the_forward_loop_backs_off_and_delivers_once_the_server_recovers() {
             .await
     );
     stop.cancel();
-    let forwarder = task.await.unwrap();
-    assert_eq!(forwarder.windows_forwarded(), 3);
+    task.await.unwrap();
+    assert_eq!(Totals::get(&s.totals.windows_forwarded), 3);
     s.server.with(|r| assert_eq!(r.attempts.len(), 4));
 }

@@ -1,5 +1,6 @@
 //! A fake Wearcast server for the gateway's tests: serves the machine list, records
-//! ingest attempts, and answers them from a script of status codes.
+//! ingest attempts, answers them from a script of status codes, stores each batch id
+//! once (as the real server does), and can go down and come back on the same port.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -12,6 +13,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use tokio_util::sync::CancellationToken;
 use wearcast_protocol::{BatchId, IngestBatch, IngestResponse};
 
 #[derive(Debug, Default)]
@@ -35,6 +37,9 @@ struct Inner {
 pub struct FakeServer {
     pub url: String,
     inner: Arc<Mutex<Inner>>,
+    addr: SocketAddr,
+    /// Stops the listener (`None` while down).
+    running: Arc<Mutex<Option<CancellationToken>>>,
 }
 
 impl FakeServer {
@@ -48,16 +53,52 @@ impl FakeServer {
             machines: serde_json::Value::Array(machines),
             ..Inner::default()
         }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        let server = Self {
+            url: format!("http://{addr}"),
+            inner,
+            addr,
+            running: Arc::new(Mutex::new(None)),
+        };
+        server.serve(listener);
+        server
+    }
+
+    fn serve(&self, listener: tokio::net::TcpListener) {
         let app = Router::new()
             .route("/api/v1/machines", get(machine_list))
             .route("/api/v1/ingest", post(ingest))
-            .with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr: SocketAddr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self {
-            url: format!("http://{addr}"),
-            inner,
+            .with_state(self.inner.clone());
+        let token = CancellationToken::new();
+        *self.running.lock().unwrap() = Some(token.clone());
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(token.cancelled_owned())
+                .await
+                .unwrap()
+        });
+    }
+
+    /// Goes down: the port refuses connections until [`Self::come_back`].
+    pub fn go_down(&self) {
+        if let Some(token) = self.running.lock().unwrap().take() {
+            token.cancel();
+        }
+    }
+
+    /// Listens on the same port again.
+    pub async fn come_back(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match tokio::net::TcpListener::bind(self.addr).await {
+                Ok(listener) => return self.serve(listener),
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("cannot listen on {} again: {e}", self.addr),
+            }
         }
     }
 
