@@ -33,6 +33,8 @@ pub struct ServerConfig {
     pub max_future: Duration,
     pub service: ServiceConfig,
     pub notifications: NotificationsConfig,
+    /// After-sales analytics: surveys, account health, LTV, recommendations.
+    pub analytics: crate::analytics::AnalyticsConfig,
 }
 
 /// How field service plans and contacts customers.
@@ -155,6 +157,7 @@ impl Default for ServerConfig {
             max_future: Duration::from_secs(300),
             service: ServiceConfig::default(),
             notifications: NotificationsConfig::default(),
+            analytics: crate::analytics::AnalyticsConfig::default(),
         }
     }
 }
@@ -203,6 +206,7 @@ impl ServerConfig {
         if self.max_body_bytes < 1024 {
             problems.push("server.max_body_bytes must be at least 1024".into());
         }
+        problems.extend(self.analytics.problems());
         if problems.is_empty() {
             Ok(())
         } else {

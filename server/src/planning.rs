@@ -66,7 +66,11 @@ pub async fn plan_all(
         declined_since: now.plus_ms(-(settings.service.decline_cooldown.as_millis() as i64)),
     };
     let mut contacts_left: HashMap<String, u32> = HashMap::new();
-    let contacts = store.contacts_since(week_ago).await?;
+    let mut contacts = store.contacts_since(week_ago).await?;
+    // Surveys and contract proposals count towards the same cap as offers.
+    for (customer, n) in store.survey_and_proposal_contacts_since(week_ago).await? {
+        *contacts.entry(customer).or_insert(0) += n;
+    }
     for machine in store.machines_to_plan().await? {
         let Some((input, customer)) = store
             .planner_input(&machine, now, settings.lookahead_h, &ctx)

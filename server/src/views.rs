@@ -321,3 +321,100 @@ pub struct ComponentLifeView {
     pub as_found: Option<String>,
     pub work_order: Option<String>,
 }
+
+// ---- after-sales analytics (KPIs, accounts, surveys, proposals) --------------------
+
+/// A half-open period `[from, to)`.
+#[derive(Clone, Debug, Serialize)]
+pub struct PeriodView {
+    pub from: Rfc3339,
+    pub to: Rfc3339,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct KpisView {
+    pub period: PeriodView,
+    /// The one customer the figures are restricted to, if any.
+    pub customer: Option<String>,
+    pub currency: String,
+    /// LTV is taken here: the end of the period, or now if that is earlier.
+    pub ltv_as_of: Rfc3339,
+    pub kpis: crate::analytics::kpis::Kpis,
+    pub by_customer: Vec<CustomerKpisView>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CustomerKpisView {
+    pub customer: String,
+    pub name: String,
+    pub kpis: crate::analytics::kpis::Kpis,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ContractSummaryView {
+    pub id: String,
+    pub tier: String,
+    pub annual_fee_cents: i64,
+    pub start: Rfc3339,
+    pub renewal: Rfc3339,
+}
+
+/// A customer account: health with its reasons, lifecycle, value, renewal and what to
+/// propose next.
+#[derive(Clone, Debug, Serialize)]
+pub struct AccountView {
+    pub customer: String,
+    pub name: String,
+    pub currency: String,
+    /// 0–100; 100 = no churn signal.
+    pub health_score: f64,
+    /// The score is below `analytics.health.flag_below`.
+    pub flagged: bool,
+    /// Active churn signals, strongest first, each with since when and why.
+    pub signals: Vec<crate::analytics::health::Signal>,
+    pub lifecycle_stage: crate::analytics::health::LifecycleStage,
+    pub customer_since: Option<Rfc3339>,
+    pub machines: u32,
+    pub last_telemetry: Option<Rfc3339>,
+    pub ltv: crate::analytics::ltv::Ltv,
+    /// The contract in force.
+    pub contract: Option<ContractSummaryView>,
+    pub renewal_date: Option<Rfc3339>,
+    pub recommendations: Vec<crate::analytics::recommend::Recommendation>,
+    /// Offers, surveys and proposals sent in the last 7 days, against the weekly cap.
+    pub contacts_last_week: u32,
+    pub contact_cap: u32,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SurveyView {
+    pub id: String,
+    pub customer: String,
+    pub work_order: String,
+    pub machine: String,
+    /// open | answered | expired
+    pub status: String,
+    pub created_at: Rfc3339,
+    pub expires_at: Rfc3339,
+    pub answered_at: Option<Rfc3339>,
+    pub score: Option<u8>,
+    pub csat: Option<u8>,
+    pub reason: Option<String>,
+}
+
+/// A survey link handed out again (the previous one no longer works).
+#[derive(Clone, Debug, Serialize)]
+pub struct SurveyLinkView {
+    pub survey: String,
+    pub link: String,
+    pub expires_at: Rfc3339,
+}
+
+/// A contract or upgrade proposal that went out.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProposalView {
+    pub id: String,
+    pub customer: String,
+    pub sent_at: Rfc3339,
+    pub recommendation: crate::analytics::recommend::Recommendation,
+}

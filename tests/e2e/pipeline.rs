@@ -209,14 +209,23 @@ async fn published_telemetry_becomes_windows_then_health_then_an_offer() {
     assert!(last["mean"].as_f64().unwrap() > 2.0, "wear visible: {last}");
 
     // Health: degrading or critical, with a RUL band around the truth (6 days).
-    let machine = eventually("a health estimate", Duration::from_secs(30), || async {
-        let m = p.get("/api/v1/machines/press-7").await;
-        let status = m["components"][0]["status"]
-            .as_str()
-            .unwrap_or("")
-            .to_string();
-        (status == "degrading" || status == "critical").then_some(m)
-    })
+    // An estimate made from the whole trajectory (an earlier one may have seen only part).
+    let machine = eventually(
+        "an estimate of all the data",
+        Duration::from_secs(30),
+        || async {
+            let m = p.get("/api/v1/machines/press-7").await;
+            let status = m["components"][0]["status"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            let last_data = m["components"][0]["estimate"]["evidence"]["last_data_at"]
+                .as_str()
+                .and_then(|t| UnixMs::parse_rfc3339(t).ok())?;
+            ((status == "degrading" || status == "critical") && last_data >= now.plus_hours(-2.0))
+                .then_some(m)
+        },
+    )
     .await;
     let e = &machine["components"][0]["estimate"];
     let p50 = e["rul_p50_h"].as_f64().unwrap();

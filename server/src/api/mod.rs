@@ -1,6 +1,7 @@
 //! The HTTP API (`/api/v1`), operations endpoints (`/healthz`, `/readyz`, `/metrics`)
 //! and the embedded dashboard. Each module owns its routes; [`router`] merges them.
 
+mod analytics;
 mod error;
 mod ingest;
 mod machines;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub registry: Arc<RwLock<RegistryCache>>,
     pub max_future_ms: i64,
     pub planning: Arc<crate::planning::PlanningSettings>,
+    /// `[server.analytics]`: survey links, health thresholds, LTV parameters.
+    pub analytics: Arc<crate::analytics::AnalyticsConfig>,
 }
 
 pub struct RegistryCache {
@@ -76,11 +79,13 @@ pub fn router(state: AppState, max_body_bytes: usize, timeout: Duration) -> Rout
         .merge(machines::routes())
         .merge(offers::routes())
         .merge(service::routes())
+        .merge(analytics::routes())
         .merge(ops::api_routes());
     Router::new()
         .nest("/api/v1", api)
         .merge(ops::routes())
         .merge(ui::routes())
+        .merge(analytics::public_routes())
         .fallback(ops::not_found)
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .layer(DefaultBodyLimit::max(max_body_bytes))

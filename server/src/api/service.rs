@@ -326,6 +326,7 @@ async fn complete_work_order(
             &body.notes,
             now,
             &state.planning.notifications,
+            &state.survey_request(),
         )
         .await?
     {

@@ -173,7 +173,7 @@ impl Store {
         tenant: &str,
         org: &ServiceOrganisation,
     ) -> Result<(usize, usize)> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.write_tx().await?;
         for t in &org.technicians {
             upsert_technician(&mut tx, tenant, t).await?;
         }
@@ -189,7 +189,7 @@ impl Store {
     }
 
     pub async fn upsert_technician(&self, tenant: &str, t: &Technician) -> Result<()> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.write_tx().await?;
         upsert_technician(&mut tx, tenant, t).await?;
         tx.commit().await?;
         Ok(())
@@ -396,7 +396,7 @@ impl Store {
 
     /// Replaces a site's weekly schedule.
     pub async fn set_weekly_windows(&self, site: &str, windows: &[WeeklyWindow]) -> Result<()> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query("DELETE FROM maintenance_windows WHERE site_id = ?")
             .bind(site)
             .execute(&mut *tx)
@@ -577,7 +577,7 @@ impl Store {
         now: UnixMs,
         notifications: &NotificationsConfig,
     ) -> Result<std::result::Result<String, ChangeRefused>> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.write_tx().await?;
         let status = if assignment.is_some() {
             "scheduled"
         } else {
@@ -715,7 +715,7 @@ impl Store {
         now: UnixMs,
         notifications: &NotificationsConfig,
     ) -> Result<bool> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.write_tx().await?;
         let changed = sqlx::query(
             "UPDATE offers SET status = 'declined', decline_reason = ?, decided_at = ?, updated_at = ?
              WHERE id = ? AND status = 'proposed'",
@@ -730,6 +730,7 @@ impl Store {
         if changed == 0 {
             return Ok(false);
         }
+        release_open_offer(&mut tx, &offer.id).await?;
         record_history(
             &mut tx,
             &offer.id,
@@ -757,7 +758,7 @@ impl Store {
         window: Occurrence,
         now: UnixMs,
     ) -> Result<bool> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.write_tx().await?;
         let changed = sqlx::query(
             "UPDATE offers SET window_start = ?, window_end = ?, updated_at = ? WHERE id = ? AND status = 'proposed'",
         )
@@ -948,7 +949,7 @@ impl Store {
         now: UnixMs,
         notifications: &NotificationsConfig,
     ) -> Result<std::result::Result<(), ChangeRefused>> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.write_tx().await?;
         if let Some(clash) = booking_clash(
             &mut tx,
             &assignment.technician,
@@ -1013,7 +1014,8 @@ impl Store {
     }
 
     /// Records a completed job: the removed parts' as-found condition and life, the
-    /// components' reset (new install, baseline re-learnt), stock and the notices.
+    /// components' reset (new install, baseline re-learnt), stock and the notices, and
+    /// the customer's NPS survey of the visit (within the contact cap).
     pub async fn complete_work_order(
         &self,
         wo: &WorkOrderForChange,
@@ -1021,8 +1023,9 @@ impl Store {
         notes: &str,
         now: UnixMs,
         notifications: &NotificationsConfig,
+        survey: &super::SurveyRequest<'_>,
     ) -> Result<std::result::Result<(), ChangeRefused>> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.write_tx().await?;
         let changed = sqlx::query(
             "UPDATE work_orders SET status = 'completed', completed_at = ?, updated_at = ?,
                notes = CASE WHEN ? = '' THEN notes ELSE ? END
@@ -1124,6 +1127,7 @@ impl Store {
         .await?
         .rows_affected();
         if changed_offer > 0 {
+            release_open_offer(&mut tx, &wo.offer).await?;
             record_history(
                 &mut tx,
                 &wo.offer,
@@ -1158,6 +1162,7 @@ impl Store {
                           "findings": findings.iter().map(|f| json!({"component": f.component, "as_found": f.as_found.as_str()})).collect::<Vec<_>>() }),
         };
         notify::enqueue(&mut tx, notifications, &notice, now).await?;
+        super::analytics::request_survey(&mut tx, wo, now, survey, notifications).await?;
         tx.commit().await?;
         Ok(Ok(()))
     }
@@ -1337,6 +1342,18 @@ async fn booking_clash(
     .bind(except)
     .fetch_optional(&mut **tx)
     .await?)
+}
+
+/// The offer is no longer open: its components may get a new offer.
+pub(crate) async fn release_open_offer(
+    tx: &mut Transaction<'_, Sqlite>,
+    offer: &str,
+) -> Result<()> {
+    sqlx::query("DELETE FROM open_offer_components WHERE offer_id = ?")
+        .bind(offer)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 pub(crate) async fn record_history(

@@ -17,7 +17,7 @@ use wearcast_protocol::event::EventKind;
 use wearcast_protocol::ids::{ComponentKey, MachineId, PartId};
 use wearcast_protocol::registry::{ComponentSpec, FleetManifest, WeibullLife};
 
-use super::service::{offer_notice, record_history};
+use super::service::{offer_notice, record_history, release_open_offer};
 use super::{
     AppliedDecisions, ChannelBucket, ImportReport, MachineRegistry, ModelComponent, OfferFilter,
     PlanningContext, RegisteredMachine, StoreError, StoredBatch,
@@ -85,6 +85,13 @@ impl Store {
         &self.pool
     }
 
+    /// A write transaction. `BEGIN IMMEDIATE` takes SQLite's write lock up front, so
+    /// writers queue (within the busy timeout) instead of a transaction that read first
+    /// failing when another connection wrote in between.
+    pub(super) async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
     /// A cheap query that proves the database answers.
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
@@ -100,7 +107,7 @@ impl Store {
     /// Upserts a checked manifest. Re-importing is harmless: nothing is duplicated and
     /// component install times only move forward (a replacement recorded since wins).
     pub async fn import_manifest(&self, m: &FleetManifest) -> Result<ImportReport> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let t = &m.tenant;
         sqlx::query(
             "INSERT INTO tenants (id, name, currency, labour_rate_cents_per_hour) VALUES (?, ?, ?, ?)
@@ -304,7 +311,7 @@ impl Store {
         keep: &BatchSelection,
         now: UnixMs,
     ) -> Result<StoredBatch> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let fresh = sqlx::query(
             "INSERT INTO ingested_batches (batch_id, gateway_id, received_at, windows, events)
              VALUES (?, ?, ?, ?, ?) ON CONFLICT (batch_id) DO NOTHING",
@@ -933,7 +940,7 @@ impl Store {
         data_version: i64,
         estimates: &[(String, RulEstimate)],
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         for (component, e) in estimates {
             sqlx::query(
                 "INSERT INTO component_health (machine_id, component, computed_at, data_version, status,
@@ -1152,11 +1159,14 @@ impl Store {
         if decisions.is_empty() {
             return Ok(applied);
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         for d in decisions {
             match d {
                 Decision::Propose(draft) => {
-                    let id = insert_offer(&mut tx, machine, draft, now, "planned").await?;
+                    let Some(id) = insert_offer(&mut tx, machine, draft, now, "planned").await?
+                    else {
+                        continue;
+                    };
                     let mut notice = offer_notice(&mut tx, &id).await?;
                     if draft.urgent {
                         notice.event = "alert.urgent";
@@ -1167,29 +1177,35 @@ impl Store {
                     applied.proposed += 1;
                 }
                 Decision::Supersede { old, draft } => {
-                    let new_id = insert_offer(
+                    // The old offer releases its components first, so the new one can
+                    // claim them; if it is no longer proposed, someone decided already.
+                    if !transition(
+                        &mut tx,
+                        old,
+                        "superseded",
+                        now,
+                        "the risk rose before its window; re-planned into an earlier stop",
+                    )
+                    .await?
+                    {
+                        continue;
+                    }
+                    let Some(new_id) = insert_offer(
                         &mut tx,
                         machine,
                         draft,
                         now,
                         &format!("re-planned: replaces {old}, whose window is no longer safe"),
                     )
-                    .await?;
-                    let changed = transition(
-                        &mut tx,
-                        old,
-                        "superseded",
-                        now,
-                        &format!("risk rose before the window; superseded by {new_id}"),
-                    )
-                    .await?;
-                    if changed {
-                        sqlx::query("UPDATE offers SET superseded_by = ? WHERE id = ?")
-                            .bind(&new_id)
-                            .bind(old)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
+                    .await?
+                    else {
+                        continue;
+                    };
+                    sqlx::query("UPDATE offers SET superseded_by = ? WHERE id = ?")
+                        .bind(&new_id)
+                        .bind(old)
+                        .execute(&mut *tx)
+                        .await?;
                     let mut notice = offer_notice(&mut tx, &new_id).await?;
                     notice.event = "offer.superseded";
                     notice.subject = format!(
@@ -1336,31 +1352,49 @@ fn offer_view(
     })
 }
 
+/// Inserts a proposed offer, or nothing (`None`) if one of its components already has
+/// an open offer: the database holds one claim per component while an offer is open.
 async fn insert_offer(
     tx: &mut Transaction<'_, Sqlite>,
     machine: &MachineInput,
     draft: &OfferDraft,
     now: UnixMs,
     note: &str,
-) -> Result<String> {
-    let id = format!("of-{}", uuid::Uuid::now_v7().simple());
-    let ids = sqlx::query("SELECT tenant_id, customer_id, site_id FROM machines WHERE id = ?")
+) -> Result<Option<String>> {
+    for c in &draft.components {
+        let held: Option<String> = sqlx::query_scalar(
+            "SELECT offer_id FROM open_offer_components WHERE machine_id = ? AND component = ?",
+        )
         .bind(machine.machine.as_str())
-        .fetch_one(&mut **tx)
+        .bind(c.key.as_str())
+        .fetch_optional(&mut **tx)
         .await?;
+        if let Some(other) = held {
+            tracing::debug!(machine = %machine.machine, component = %c.key, offer = %other,
+                "component already has an open offer; not proposing another");
+            return Ok(None);
+        }
+    }
+    let id = format!("of-{}", uuid::Uuid::now_v7().simple());
     let p = &draft.price;
-    sqlx::query(
+    // The revenue split (analytics): what the contract covers of the parts; the rest
+    // of the coverage is labour and travel's, so the two add up to `coverage_cents`.
+    let parts_coverage_cents = ((p.parts_cents as f64 * machine.terms.parts_coverage).round()
+        as i64)
+        .clamp(0, p.coverage_cents.max(0));
+    // One statement that writes first: a transaction that reads first fails at once
+    // (SQLITE_BUSY, whatever the busy timeout) when another connection, such as the
+    // outbox worker, wrote in between.
+    let inserted = sqlx::query(
         "INSERT INTO offers (id, tenant_id, customer_id, site_id, machine_id, status, urgent,
            window_start, window_end, p_fail_before_window, p_fail_before_next, risk_tolerance,
            parts_cents, labour_cents, travel_cents, coverage_cents, total_cents, cost_of_waiting_cents,
-           currency, explanation, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, 'proposed', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+           currency, explanation, created_at, updated_at, parts_coverage_cents, labour_coverage_cents)
+         SELECT ?, m.tenant_id, m.customer_id, m.site_id, m.id, 'proposed', ?, ?, ?, ?, ?, ?, ?, ?, ?,
+           ?, ?, ?, ?, ?, ?, ?, ?, ?
+         FROM machines m WHERE m.id = ?",
     )
     .bind(&id)
-    .bind(get::<String>(&ids, "tenant_id")?)
-    .bind(get::<String>(&ids, "customer_id")?)
-    .bind(get::<String>(&ids, "site_id")?)
-    .bind(machine.machine.as_str())
     .bind(draft.urgent as i64)
     .bind(draft.window.start.0)
     .bind(draft.window.end.0)
@@ -1377,8 +1411,18 @@ async fn insert_offer(
     .bind(&draft.explanation)
     .bind(now.0)
     .bind(now.0)
+    .bind(parts_coverage_cents)
+    .bind(p.coverage_cents - parts_coverage_cents)
+    .bind(machine.machine.as_str())
     .execute(&mut **tx)
-    .await?;
+    .await?
+    .rows_affected();
+    if inserted != 1 {
+        return Err(StoreError::Corrupt(format!(
+            "offer for unknown machine {}",
+            machine.machine
+        )));
+    }
     for c in &draft.components {
         sqlx::query(
             "INSERT INTO offer_components (offer_id, machine_id, component, part_id, rul_p10_h, rul_p50_h,
@@ -1396,8 +1440,18 @@ async fn insert_offer(
         .execute(&mut **tx)
         .await?;
     }
+    for c in &draft.components {
+        sqlx::query(
+            "INSERT INTO open_offer_components (machine_id, component, offer_id) VALUES (?, ?, ?)",
+        )
+        .bind(machine.machine.as_str())
+        .bind(c.key.as_str())
+        .bind(&id)
+        .execute(&mut **tx)
+        .await?;
+    }
     record_history(tx, &id, None, "proposed", now, note).await?;
-    Ok(id)
+    Ok(Some(id))
 }
 
 /// Moves a `proposed` offer to `to`; false if it was no longer proposed.
@@ -1418,6 +1472,7 @@ async fn transition(
     .await?
     .rows_affected();
     if changed > 0 {
+        release_open_offer(tx, offer).await?;
         record_history(tx, offer, Some("proposed"), to, now, note).await?;
     }
     Ok(changed > 0)

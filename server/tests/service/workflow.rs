@@ -528,3 +528,25 @@ async fn a_breakdown_and_its_repair_end_the_life_in_a_failure() {
     );
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_planning_steps_at_once_propose_a_component_only_once() {
+    use wearcast_server::analysis::{AnalysisSettings, run_cycle};
+    use wearcast_server::planning::plan_all;
+    let s = TestServer::start(NotificationsConfig::default()).await;
+    s.feed_wear("press-1", "main_bearing.vibration_rms", 1.0, 8.0, 144.0)
+        .await;
+    let now = s.clock_now();
+    run_cycle(&s.store, now, &AnalysisSettings::default())
+        .await
+        .unwrap();
+    let settings = wearcast_server::planning_settings(&s.config);
+    let (a, b) = tokio::join!(
+        plan_all(&s.store, now, &settings),
+        plan_all(&s.store, now, &settings)
+    );
+    let proposed = a.unwrap().proposed + b.unwrap().proposed;
+    assert_eq!(proposed, 1, "both planners proposed");
+    assert_eq!(s.proposed("press-1").await.len(), 1);
+    s.stop().await;
+}
