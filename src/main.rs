@@ -3,6 +3,7 @@
 //! `gateway` and `sim` run one part each, for deployments where they live on different
 //! hosts.
 
+mod backtest;
 mod broker;
 mod config;
 mod ops;
@@ -57,6 +58,8 @@ enum Command {
     Gateway(GatewayArgs),
     /// Run the simulated fleet alone, publishing to an MQTT broker.
     Sim(SimArgs),
+    /// Learn the wear model from run-to-failure history and score its predictions.
+    Backtest(backtest::BacktestArgs),
     /// Print the effective configuration (defaults, file, environment and flags) as JSON.
     Config {
         /// Show the demo's presets.
@@ -245,6 +248,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ops::init_logging(&config.log);
             run_sim(config, a.write_manifest.clone()).await
         }
+        Command::Backtest(a) => backtest::run(a),
         Command::Config { demo } => {
             let config = Config::load(cli.config.as_deref(), *demo, o.into_value())?;
             ops::say!("{}", serde_json::to_string_pretty(&config)?);

@@ -10,6 +10,8 @@
 //! - [`planner`]: turns estimates into offers in maintenance windows, pure.
 //! - [`analysis`]: the periodic cycle that runs the models and the planner over the
 //!   stored data.
+//! - [`analytics`]: the service business, pure: KPIs, LTV, account health, surveys,
+//!   upsell and cross-sell recommendations.
 //!
 //! [`Server::start`] opens the database and binds the listener (port 0 works, and
 //! [`Server::local_addr`] tells which port was taken); [`Server::run`] serves until the
@@ -19,7 +21,9 @@
 //! This crate depends only on `wearcast-protocol` among the Wearcast crates.
 
 pub mod analysis;
+pub mod analytics;
 pub mod api;
+pub mod backtest;
 pub mod config;
 pub mod ical;
 pub mod model;
@@ -133,6 +137,7 @@ impl Server {
             metrics: deps.metrics,
             max_future_ms: config.max_future.as_millis() as i64,
             planning: Arc::new(planning),
+            analytics: Arc::new(config.analytics.clone()),
         };
         let server = Self {
             listener,

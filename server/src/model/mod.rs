@@ -1,45 +1,51 @@
 //! Wear models: data in, estimates out, no I/O.
 //!
-//! This is the first model (the foundation issue); the wear-models issue replaces the
-//! insides (regime normalisation, learned channel relevance, Bayesian trend updates,
-//! calibration) but keeps the output type, [`RulEstimate`], which the planner, the API
-//! and the dashboards consume.
+//! The output is one stable type, [`RulEstimate`]: a health status, a health index
+//! (0 new, 1 end of life), the remaining useful life (RUL) as a distribution
+//! ([`RulDistribution`]: P10/P50/P90 and P(failure before t) for any t) and the evidence
+//! behind it. The planner, the API and the dashboards consume it.
 //!
-//! How it works now:
-//! 1. **Health index (HI)** per time bucket: each wear channel's mean is placed on the
-//!    machine model's scale, 0 at the part's `healthy` level and 1 at its `failure`
-//!    level, and the channels are averaged. HI 1 is end of life.
-//! 2. **Onset**: degradation is taken to have started where the trailing mean of the HI
-//!    last rose through [`ONSET_HI`]. Before that the component is healthy and its
-//!    remaining life comes from the fleet prior (the part's Weibull life, conditioned on
-//!    the component's age).
-//! 3. **Trend**: after onset, a linear and an exponential trend are fitted by least
-//!    squares and the one with the smaller error in HI units is kept. The time the trend
-//!    reaches HI 1 gives the remaining useful life (RUL).
-//! 4. **Uncertainty**: the slope's Student-t distribution (standard error inflated for
-//!    autocorrelated residuals, with a floor for model-form error) maps to a
-//!    distribution of the crossing time: P10/P50/P90 and P(failure before t) for any t.
+//! Two engines share the building blocks:
+//! - the **live model** ([`online`]): one incremental state per component, fed one
+//!   time bucket of telemetry at a time (O(1) work per bucket): operating-condition
+//!   correction, anomaly alerts, health index on the machine model's scale, CUSUM onset,
+//!   recency-weighted linear/exponential trend with a fleet prior on its slope, bounded
+//!   by the part type's Weibull life and its warning interval ([`warning`]);
+//! - the **fleet learner** ([`learner`]): from run-to-failure histories it learns the
+//!   operating regimes ([`regime`]) and healthy baseline per regime ([`normalise`]),
+//!   which channels carry wear ([`relevance`]), their fusion into one health index
+//!   ([`fusion`]), and predicts remaining life by similarity to past runs
+//!   ([`similarity`]) as a calibrated distribution ([`mixture`], [`calibration`]).
+//!   `wearcast backtest` runs it on run-to-failure data.
+//!
+//! The fleet life prior ([`weibull`]) is a Weibull per part type fitted by maximum
+//! likelihood with right-censoring, updated as lives end.
 
+pub mod calibration;
+pub mod fusion;
+pub mod learner;
+pub mod linalg;
+pub mod mixture;
+pub mod normalise;
+pub mod online;
+pub mod regime;
+pub mod relevance;
+pub mod runs;
+pub mod similarity;
 mod trend;
-mod weibull;
+pub mod warning;
+pub mod weibull;
 
 use serde::{Deserialize, Serialize};
 use wearcast_protocol::UnixMs;
 use wearcast_protocol::registry::{WearChannelSpec, WeibullLife};
 
+pub use mixture::KernelMixture;
+pub use online::{Anomaly, ComponentState, FleetKnowledge};
 pub use trend::{TrendFit, TrendShape, fit_trend};
+pub use warning::WarningInterval;
 pub use weibull::{weibull_conditional_cdf, weibull_conditional_quantile};
 
-/// Trailing HI above which a component counts as degrading.
-pub const ONSET_HI: f64 = 0.12;
-/// Trailing HI the component must fall below for an onset to be discarded.
-const ONSET_RESET_HI: f64 = 0.06;
-/// Buckets averaged for the current HI and the onset test.
-const TRAILING: usize = 12;
-/// Fewest buckets after onset for a trend fit.
-const MIN_TREND_POINTS: usize = 8;
-/// Most recent buckets a trend is fitted on.
-const MAX_TREND_POINTS: usize = 720;
 /// RUL below which (at P10) a component is critical.
 pub const CRITICAL_RUL_H: f64 = 7.0 * 24.0;
 
@@ -56,7 +62,7 @@ pub struct HiPoint {
     pub hi: f64,
 }
 
-/// What the model knows about one component.
+/// A component's health-index history, for a one-off estimate ([`estimate`]).
 #[derive(Clone, Debug)]
 pub struct ComponentHistory<'a> {
     /// Health index per time bucket since the component was installed, oldest first.
@@ -121,12 +127,33 @@ impl HealthStatus {
 pub enum RulDistribution {
     /// Time for a fitted trend to cross the failure level.
     Trend(TrendFit),
+    /// A trend's crossing time, no later than `cap_h` (the fleet life prior's bound:
+    /// no part of this type lives that much longer at this age).
+    BoundedTrend { trend: TrendFit, cap_h: f64 },
     /// The part's Weibull life, given that the component has survived `age_h`.
     FleetPrior {
         shape: f64,
         scale_h: f64,
         age_h: f64,
     },
+    /// The signal is healthy: degradation has not even started, so at least the part
+    /// type's warning interval remains; and the life prior at this age where it says
+    /// more. RUL = max(warning interval, Weibull residual life).
+    HealthySignal {
+        shape: f64,
+        scale_h: f64,
+        age_h: f64,
+        warning: WarningInterval,
+    },
+    /// Degradation detected `elapsed_h` ago, too recently for a trend: what is left of
+    /// the warning interval, no later than `cap_h`.
+    SinceOnset {
+        warning: WarningInterval,
+        elapsed_h: f64,
+        cap_h: f64,
+    },
+    /// Candidate remaining lives (e.g. from similar past runs), calibrated.
+    Mixture(KernelMixture),
     /// The component has failed.
     Failed,
 }
@@ -137,17 +164,43 @@ impl RulDistribution {
         if hours <= 0.0 {
             return match self {
                 Self::Failed => 1.0,
-                Self::Trend(fit) if fit.gap <= 0.0 => 1.0,
+                Self::Trend(fit) | Self::BoundedTrend { trend: fit, .. } if fit.gap <= 0.0 => 1.0,
+                Self::Mixture(m) => m.cdf(0.0),
                 _ => 0.0,
             };
         }
         match self {
             Self::Trend(fit) => fit.p_cross_within(hours),
+            Self::BoundedTrend { trend, cap_h } => {
+                if hours >= *cap_h {
+                    1.0
+                } else {
+                    trend.p_cross_within(hours)
+                }
+            }
             Self::FleetPrior {
                 shape,
                 scale_h,
                 age_h,
             } => weibull_conditional_cdf(*shape, *scale_h, *age_h, hours),
+            Self::HealthySignal {
+                shape,
+                scale_h,
+                age_h,
+                warning,
+            } => weibull_conditional_cdf(*shape, *scale_h, *age_h, hours).min(warning.cdf(hours)),
+            Self::SinceOnset {
+                warning,
+                elapsed_h,
+                cap_h,
+            } => {
+                if hours >= *cap_h {
+                    1.0
+                } else {
+                    warning.conditional_cdf(*elapsed_h, hours)
+                }
+            }
+            Self::Mixture(m) => m.cdf(hours),
             Self::Failed => 1.0,
         }
     }
@@ -157,11 +210,28 @@ impl RulDistribution {
     pub fn quantile_h(&self, q: f64) -> Option<f64> {
         match self {
             Self::Trend(fit) => fit.crossing_quantile(q),
+            Self::BoundedTrend { trend, cap_h } => {
+                Some(trend.crossing_quantile(q).map_or(*cap_h, |h| h.min(*cap_h)))
+            }
             Self::FleetPrior {
                 shape,
                 scale_h,
                 age_h,
             } => Some(weibull_conditional_quantile(*shape, *scale_h, *age_h, q)),
+            Self::HealthySignal {
+                shape,
+                scale_h,
+                age_h,
+                warning,
+            } => Some(
+                weibull_conditional_quantile(*shape, *scale_h, *age_h, q).max(warning.quantile(q)),
+            ),
+            Self::SinceOnset {
+                warning,
+                elapsed_h,
+                cap_h,
+            } => Some(warning.conditional_quantile(*elapsed_h, q).min(*cap_h)),
+            Self::Mixture(m) => Some(m.quantile(q)),
             Self::Failed => Some(0.0),
         }
     }
@@ -198,6 +268,26 @@ pub struct RulEstimate {
 }
 
 impl RulEstimate {
+    /// An estimate whose P10/P50/P90 are read off `distribution`.
+    pub fn new(
+        computed_at: UnixMs,
+        status: HealthStatus,
+        health_index: f64,
+        distribution: RulDistribution,
+        evidence: Evidence,
+    ) -> Self {
+        Self {
+            computed_at,
+            status,
+            health_index,
+            rul_p10_h: distribution.quantile_h(0.1),
+            rul_p50_h: distribution.quantile_h(0.5),
+            rul_p90_h: distribution.quantile_h(0.9),
+            distribution,
+            evidence,
+        }
+    }
+
     /// P(failure before `t`).
     pub fn p_fail_before(&self, t: UnixMs) -> f64 {
         self.distribution
@@ -210,117 +300,19 @@ impl RulEstimate {
     }
 }
 
-/// Estimates the remaining useful life of one component at `now`.
+/// Estimates the remaining useful life of one component at `now` from its whole
+/// health-index history (the live model, replayed; the analysis cycle keeps the state
+/// instead, and feeds it only new buckets).
 pub fn estimate(history: &ComponentHistory<'_>, now: UnixMs) -> RulEstimate {
-    let points = history.points;
-    let trailing = trailing_mean(points, points.len());
-    let evidence = |onset_at, hi_per_day| Evidence {
-        points: points.len(),
-        last_data_at: points.last().map(|p| p.t),
-        onset_at,
-        hi_per_day,
-    };
-    let finish = |status, health_index, distribution: RulDistribution, evidence| RulEstimate {
-        computed_at: now,
-        status,
-        health_index,
-        rul_p10_h: distribution.quantile_h(0.1),
-        rul_p50_h: distribution.quantile_h(0.5),
-        rul_p90_h: distribution.quantile_h(0.9),
-        distribution,
-        evidence,
-    };
-
-    if let Some(failed_at) = history.failed_at {
-        return finish(
-            HealthStatus::Failed,
-            trailing.unwrap_or(1.0).max(1.0),
-            RulDistribution::Failed,
-            Evidence {
-                onset_at: None,
-                last_data_at: Some(failed_at),
-                ..evidence(None, 0.0)
-            },
-        );
+    let mut state = ComponentState::new(history.installed_at);
+    for p in history.points {
+        state.update_hi(p.t, p.hi);
     }
-    let age_h = history.installed_at.hours_until(now).max(0.0);
-    let prior = RulDistribution::FleetPrior {
-        shape: history.prior.shape,
-        scale_h: history.prior.scale_hours,
-        age_h,
-    };
-    let Some(current_hi) = trailing else {
-        return finish(HealthStatus::Unknown, 0.0, prior, evidence(None, 0.0));
-    };
-
-    match onset_index(points) {
-        Some(onset) => {
-            let from = onset
-                .saturating_sub(TRAILING)
-                .max(points.len().saturating_sub(MAX_TREND_POINTS));
-            let segment = &points[from..];
-            match (segment.len() >= MIN_TREND_POINTS)
-                .then(|| fit_trend(segment, now))
-                .flatten()
-            {
-                Some(fit) => {
-                    let hi_per_day = fit.hi_slope_now_per_h() * 24.0;
-                    let dist = RulDistribution::Trend(fit);
-                    let p10 = dist.quantile_h(0.1);
-                    let status = if p10.is_some_and(|h| h < CRITICAL_RUL_H) {
-                        HealthStatus::Critical
-                    } else {
-                        HealthStatus::Degrading
-                    };
-                    finish(
-                        status,
-                        current_hi,
-                        dist,
-                        evidence(Some(points[onset].t), hi_per_day),
-                    )
-                }
-                None => finish(
-                    HealthStatus::Degrading,
-                    current_hi,
-                    prior,
-                    evidence(Some(points[onset].t), 0.0),
-                ),
-            }
-        }
-        None => finish(
-            HealthStatus::Healthy,
-            current_hi,
-            prior,
-            evidence(None, 0.0),
-        ),
-    }
-}
-
-/// Mean HI of the `TRAILING` buckets that end at `end` (exclusive).
-fn trailing_mean(points: &[HiPoint], end: usize) -> Option<f64> {
-    let start = end.saturating_sub(TRAILING);
-    let slice = &points[start..end];
-    (!slice.is_empty()).then(|| slice.iter().map(|p| p.hi).sum::<f64>() / slice.len() as f64)
-}
-
-/// Index where the trailing HI last rose through `ONSET_HI` without falling back below
-/// `ONSET_RESET_HI` since; `None` if the component is not degrading now.
-fn onset_index(points: &[HiPoint]) -> Option<usize> {
-    let mut onset = None;
-    let mut sum = 0.0;
-    for i in 0..points.len() {
-        sum += points[i].hi;
-        if i >= TRAILING {
-            sum -= points[i - TRAILING].hi;
-        }
-        let mean = sum / (i + 1).min(TRAILING) as f64;
-        match onset {
-            None if mean > ONSET_HI && i + 1 >= TRAILING.min(points.len()) => onset = Some(i),
-            Some(_) if mean < ONSET_RESET_HI => onset = None,
-            _ => {}
-        }
-    }
-    onset
+    state.estimate(
+        now,
+        &FleetKnowledge::from_prior(history.prior),
+        history.failed_at,
+    )
 }
 
 #[cfg(test)]

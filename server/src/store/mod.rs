@@ -6,6 +6,7 @@
 //! PostgreSQL backend of the scale-out issue will implement the same operations; the
 //! queries live in [`sqlite`] so that split stays mechanical.
 
+mod analytics;
 mod model_data;
 mod service;
 mod sqlite;
@@ -15,6 +16,8 @@ use std::collections::{HashMap, HashSet};
 use wearcast_protocol::UnixMs;
 use wearcast_protocol::registry::{ComponentSpec, WeibullLife};
 
+pub use analytics::{SurveyAnswered, SurveyForPage, SurveyRequest};
+pub use model_data::{ComponentAnomaly, EndedLife};
 pub use service::{
     AsFound, ChangeRefused, ComponentFinding, OfferForDecision, OfferPart, OutboxEntry, SiteInfo,
     WorkOrderFilter, WorkOrderForChange,

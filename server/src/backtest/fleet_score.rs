@@ -1,0 +1,320 @@
+//! Scoring the live platform against a simulated fleet's ground truth: did the
+//! failures get an offer in time, how early, and were parts replaced with much of their
+//! life left? Pure: truth records and offers in, figures out.
+//!
+//! The truth is the simulator's JSON lines (`{"record":"life",...}` with each part's
+//! install, onset and failure time, and `{"record":"failure",...}`); the offers are the
+//! API's (`GET /api/v1/offers`). A replacement is a life that ended before its failure
+//! time (the next life of the same component began earlier).
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use wearcast_protocol::UnixMs;
+
+/// One life of a component in the ground truth.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct TruthLife {
+    pub machine: String,
+    pub component: String,
+    pub installed_at: UnixMs,
+    pub onset_at: UnixMs,
+    pub fails_at: UnixMs,
+    #[serde(default)]
+    pub mode: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(tag = "record", rename_all = "snake_case")]
+enum TruthRecord {
+    Life(TruthLife),
+    Failure {
+        machine: String,
+        component: String,
+        at: UnixMs,
+    },
+    #[serde(other)]
+    Other,
+}
+
+/// The lives of the ground truth, and the failures that happened.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GroundTruth {
+    pub lives: Vec<TruthLife>,
+    pub failures: Vec<(String, String, UnixMs)>,
+}
+
+/// Parses ground-truth JSON lines; a line that does not parse is an error naming it.
+pub fn parse_truth(text: &str) -> Result<GroundTruth, String> {
+    let mut truth = GroundTruth::default();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<TruthRecord>(line) {
+            Ok(TruthRecord::Life(l)) => truth.lives.push(l),
+            Ok(TruthRecord::Failure {
+                machine,
+                component,
+                at,
+            }) => truth.failures.push((machine, component, at)),
+            Ok(TruthRecord::Other) => {}
+            Err(e) => return Err(format!("line {}: {e}", i + 1)),
+        }
+    }
+    Ok(truth)
+}
+
+/// An offer as the score needs it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OfferRecord {
+    pub machine: String,
+    pub components: Vec<String>,
+    pub status: String,
+    pub window_start: UnixMs,
+    pub created_at: UnixMs,
+}
+
+/// Reads the offers of `GET /api/v1/offers` (a JSON array).
+pub fn parse_offers(json: &serde_json::Value) -> Result<Vec<OfferRecord>, String> {
+    let list = json.as_array().ok_or("the offers are not a JSON array")?;
+    list.iter()
+        .enumerate()
+        .map(|(i, o)| {
+            let s = |k: &str| -> Result<String, String> {
+                o[k].as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| format!("offer {i}: `{k}` is missing"))
+            };
+            let t = |k: &str| -> Result<UnixMs, String> {
+                UnixMs::parse_rfc3339(&s(k)?).map_err(|e| format!("offer {i}: `{k}`: {e}"))
+            };
+            Ok(OfferRecord {
+                machine: s("machine")?,
+                components: o["components"]
+                    .as_array()
+                    .map(|cs| {
+                        cs.iter()
+                            .filter_map(|c| c["component"].as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                status: s("status")?,
+                window_start: t("window_start")?,
+                created_at: t("created_at")?,
+            })
+        })
+        .collect()
+}
+
+/// The three figures of the acceptance, with what they rest on.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct FleetScore {
+    /// Failures in the scored period.
+    pub failures: usize,
+    /// Of these, those that got an offer (any status) whose window started before the
+    /// failure, made while the failing part was installed.
+    pub failures_with_offer_in_time: usize,
+    pub share_offered_in_time: f64,
+    /// Hours from the first such offer to the failure: median and 10th percentile.
+    pub lead_time_median_h: Option<f64>,
+    pub lead_time_p10_h: Option<f64>,
+    /// Hours from the offered window's start to the failure, median.
+    pub window_margin_median_h: Option<f64>,
+    /// Parts replaced before they failed, and those with more than half their life left.
+    pub replacements: usize,
+    pub replacements_over_half_life_left: usize,
+    pub share_replaced_over_half_life_left: Option<f64>,
+    /// Until replacements are carried out: lives with an offer whose first window came
+    /// with more than half the life left (as if every first offer were accepted).
+    pub offered_lives: usize,
+    pub offered_over_half_life_left: usize,
+    pub share_offered_over_half_life_left: Option<f64>,
+    /// Offers whose component's life had not even reached its degradation onset by
+    /// the window.
+    pub offers_before_onset: usize,
+}
+
+fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+    Some(sorted[i])
+}
+
+/// Scores the platform over `[from, to)`: failures in that period, replacements and
+/// offers made in it.
+pub fn score(truth: &GroundTruth, offers: &[OfferRecord], from: UnixMs, to: UnixMs) -> FleetScore {
+    let in_period = |t: UnixMs| from <= t && t < to;
+    let mut lives: HashMap<(&str, &str), Vec<&TruthLife>> = HashMap::new();
+    for l in &truth.lives {
+        lives
+            .entry((l.machine.as_str(), l.component.as_str()))
+            .or_default()
+            .push(l);
+    }
+    for v in lives.values_mut() {
+        v.sort_by_key(|l| l.installed_at);
+        v.dedup_by_key(|l| l.installed_at);
+    }
+    let offers_of = |machine: &str, component: &str, life: &TruthLife| -> Vec<&OfferRecord> {
+        let mut v: Vec<&OfferRecord> = offers
+            .iter()
+            .filter(|o| {
+                o.machine == machine
+                    && o.components.iter().any(|c| c == component)
+                    && o.created_at >= life.installed_at
+                    && o.created_at < life.fails_at
+            })
+            .collect();
+        v.sort_by_key(|o| o.created_at);
+        v
+    };
+
+    let mut s = FleetScore::default();
+    let (mut leads, mut margins) = (Vec::new(), Vec::new());
+    for (machine, component, at) in &truth.failures {
+        if !in_period(*at) {
+            continue;
+        }
+        let Some(life) = lives
+            .get(&(machine.as_str(), component.as_str()))
+            .and_then(|v| v.iter().rev().find(|l| l.installed_at <= *at))
+        else {
+            continue;
+        };
+        s.failures += 1;
+        let in_time: Vec<&OfferRecord> = offers_of(machine, component, life)
+            .into_iter()
+            .filter(|o| o.window_start < *at)
+            .collect();
+        if let Some(first) = in_time.first() {
+            s.failures_with_offer_in_time += 1;
+            leads.push(first.created_at.hours_until(*at));
+            margins.push(first.window_start.hours_until(*at));
+        }
+    }
+    s.share_offered_in_time = if s.failures > 0 {
+        s.failures_with_offer_in_time as f64 / s.failures as f64
+    } else {
+        0.0
+    };
+    leads.sort_by(f64::total_cmp);
+    margins.sort_by(f64::total_cmp);
+    s.lead_time_median_h = quantile(&leads, 0.5);
+    s.lead_time_p10_h = quantile(&leads, 0.1);
+    s.window_margin_median_h = quantile(&margins, 0.5);
+
+    for ((machine, component), v) in &lives {
+        for pair in v.windows(2) {
+            let (old, next) = (pair[0], pair[1]);
+            if next.installed_at < old.fails_at && in_period(next.installed_at) {
+                s.replacements += 1;
+                let left = next.installed_at.hours_until(old.fails_at)
+                    / old.installed_at.hours_until(old.fails_at).max(1e-9);
+                if left > 0.5 {
+                    s.replacements_over_half_life_left += 1;
+                }
+            }
+        }
+        for life in v {
+            let Some(first) = offers_of(machine, component, life)
+                .into_iter()
+                .find(|o| in_period(o.created_at))
+            else {
+                continue;
+            };
+            s.offered_lives += 1;
+            let left = first.window_start.hours_until(life.fails_at)
+                / life.installed_at.hours_until(life.fails_at).max(1e-9);
+            if left > 0.5 {
+                s.offered_over_half_life_left += 1;
+            }
+            if first.window_start < life.onset_at {
+                s.offers_before_onset += 1;
+            }
+        }
+    }
+    let share = |a: usize, b: usize| (b > 0).then(|| a as f64 / b as f64);
+    s.share_replaced_over_half_life_left =
+        share(s.replacements_over_half_life_left, s.replacements);
+    s.share_offered_over_half_life_left = share(s.offered_over_half_life_left, s.offered_lives);
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: i64 = UnixMs::HOUR;
+
+    fn life(machine: &str, installed: i64, onset: i64, fails: i64) -> String {
+        format!(
+            r#"{{"record":"life","tenant":"t","machine":"{machine}","component":"brg","part":"p","installed_at":{},"onset_at":{},"fails_at":{},"mode":"bearing_spall"}}"#,
+            installed * H,
+            onset * H,
+            fails * H
+        )
+    }
+
+    fn failure(machine: &str, at: i64) -> String {
+        format!(
+            r#"{{"record":"failure","machine":"{machine}","component":"brg","at":{}}}"#,
+            at * H
+        )
+    }
+
+    fn offer(machine: &str, created: i64, window: i64) -> OfferRecord {
+        OfferRecord {
+            machine: machine.into(),
+            components: vec!["brg".into()],
+            status: "proposed".into(),
+            window_start: UnixMs(window * H),
+            created_at: UnixMs(created * H),
+        }
+    }
+
+    #[test]
+    fn failures_offers_lead_times_and_early_replacements_are_counted() {
+        let text = [
+            life("m1", 0, 600, 1000),
+            failure("m1", 1000),
+            life("m2", 0, 500, 900),
+            failure("m2", 900),
+            // m3's part is replaced at 300 h though it would have lasted to 1000 h.
+            life("m3", 0, 700, 1000),
+            life("m3", 300, 900, 1500),
+        ]
+        .join("\n");
+        let truth = parse_truth(&text).unwrap();
+        let offers = [
+            offer("m1", 800, 900), // in time: 200 h lead, window 100 h before
+            offer("m2", 850, 950), // window after the failure: too late
+            offer("m3", 100, 200), // at 200 h the part had 80% of its life left
+        ];
+        let s = score(&truth, &offers, UnixMs(0), UnixMs(2000 * H));
+        assert_eq!((s.failures, s.failures_with_offer_in_time), (2, 1));
+        assert_eq!(s.share_offered_in_time, 0.5);
+        assert_eq!(s.lead_time_median_h, Some(200.0));
+        assert_eq!(s.window_margin_median_h, Some(100.0));
+        assert_eq!((s.replacements, s.replacements_over_half_life_left), (1, 1));
+        assert_eq!(s.offered_lives, 3);
+        assert_eq!(s.offered_over_half_life_left, 1);
+        assert_eq!(s.offers_before_onset, 1);
+    }
+
+    #[test]
+    fn offers_are_read_from_the_api_shape_and_bad_truth_lines_are_named() {
+        let json = serde_json::json!([{
+            "machine": "m1", "status": "accepted",
+            "window_start": "2026-11-22T06:00:00Z", "created_at": "2026-11-20T06:00:00Z",
+            "components": [{"component": "brg"}, {"component": "belt"}]
+        }]);
+        let o = parse_offers(&json).unwrap();
+        assert_eq!(o[0].components, ["brg", "belt"]);
+        assert_eq!(o[0].created_at.hours_until(o[0].window_start), 48.0);
+        let e = parse_truth("{\"record\":\"life\"}\n").unwrap_err();
+        assert!(e.starts_with("line 1:"), "{e}");
+    }
+}
