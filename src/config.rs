@@ -78,11 +78,22 @@ pub struct DemoConfig {
     /// Platform-clock seconds per real second: at 1800, one real second is half an
     /// hour, so a component visibly wears out within minutes.
     pub speed: f64,
+    /// The demo customer that is quietly churning: its machines went quiet before the
+    /// demo started, it declines every offer and answers surveys as a detractor
+    /// (`northwind`, `contoso` or `globex`; empty for none). See `src/demo.rs`.
+    pub churning_customer: String,
+    /// Customers answer offers and surveys, and technicians complete work orders (see
+    /// `src/demo.rs`); off, the demo only streams and predicts.
+    pub actors: bool,
 }
 
 impl Default for DemoConfig {
     fn default() -> Self {
-        Self { speed: 1800.0 }
+        Self {
+            speed: 1800.0,
+            churning_customer: "globex".into(),
+            actors: true,
+        }
     }
 }
 

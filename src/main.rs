@@ -6,6 +6,7 @@
 mod backtest;
 mod broker;
 mod config;
+mod demo;
 mod ops;
 mod up;
 

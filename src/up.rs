@@ -25,6 +25,9 @@ pub struct UpOptions {
     pub mqtt_url: Option<String>,
 }
 
+/// The demo's weekly contact cap per customer (see `run`).
+const DEMO_CONTACT_CAP: u32 = 10;
+
 /// Marks a data directory as the demo's, which `up --demo` may wipe at each start.
 const DEMO_MARKER: &str = "DEMO-DATA";
 
@@ -104,6 +107,12 @@ pub async fn run(
     let data_dir = server_cfg.data_dir.clone();
     if options.demo {
         prepare_demo_dir(&data_dir)?;
+        // The demo's parts wear out within days, not years: a real customer is not
+        // contacted about ten worn parts a week, the demo's are. A cap of 3 would hold
+        // back nearly every survey, so the demo allows more (a configured higher cap
+        // stays).
+        let cap = &mut server_cfg.service.contact_cap_per_week;
+        *cap = (*cap).max(DEMO_CONTACT_CAP);
     }
     let clock: SharedClock = if options.demo {
         Arc::new(ScaledClock::new(SystemClock.now(), demo_cfg.speed))
@@ -121,6 +130,7 @@ pub async fn run(
         }
     };
 
+    let started_at = clock.now();
     let server = wearcast_server::Server::start(
         server_cfg.clone(),
         wearcast_server::ServerDeps {
@@ -134,6 +144,9 @@ pub async fn run(
     let fleet = if options.demo {
         sim_cfg.mqtt_url = mqtt_url.clone();
         sim_cfg.truth_path = Some(data_dir.join("ground-truth.jsonl"));
+        if !demo_cfg.churning_customer.is_empty() {
+            sim_cfg.quiet_customer = Some(demo_cfg.churning_customer.clone());
+        }
         let fleet = wearcast_firmware_sim::demo_fleet(&sim_cfg, clock.now())?;
         let report = server.import(&fleet.manifest).await?;
         server
@@ -197,6 +210,27 @@ pub async fn run(
         warn!(broker = %mqtt_url, "the gateway has not subscribed after 30 s; starting anyway (is the broker reachable?)");
     }
 
+    let mut actors_part = match &fleet {
+        Some(fleet) if demo_cfg.actors => {
+            let actors = crate::demo::DemoActors::new(
+                http,
+                clock.clone(),
+                fleet.control(),
+                Some(demo_cfg.churning_customer.clone()).filter(|c| !c.is_empty()),
+                sim_cfg.seed,
+            )?;
+            let token = CancellationToken::new();
+            let run_token = token.clone();
+            Some(Part::spawn(
+                "demo actors",
+                Duration::from_secs(5),
+                token,
+                actors.run(Duration::from_secs(1), run_token),
+            ))
+        }
+        _ => None,
+    };
+
     let mut sim_part = match fleet {
         Some(fleet) => {
             let token = CancellationToken::new();
@@ -241,6 +275,12 @@ pub async fn run(
                 None => std::future::pending().await,
             }
         };
+        let actors_finished = async {
+            match actors_part.as_mut() {
+                Some(part) => part.finished().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = ops::shutdown_signal() => {
                 info!("shutdown requested; stopping simulator, flushing gateway, then server");
@@ -249,12 +289,31 @@ pub async fn run(
             (name, outcome) = server_part.finished() => Some((name, outcome)),
             (name, outcome) = gateway_part.finished() => Some((name, outcome)),
             (name, outcome) = sim_finished => Some((name, outcome)),
+            (name, outcome) = actors_finished => Some((name, outcome)),
         }
     };
     if let Some((name, outcome)) = &unexpected {
         error!(part = name, outcome = %outcome, "a part of the platform ended unexpectedly; shutting down");
     }
     let mut clean = unexpected.is_none();
+    if let Some(part) = actors_part.as_mut() {
+        clean &= part.stop().await;
+    }
+    if options.demo {
+        // While the server still answers: how the predictions did against the truth.
+        let to = clock.now();
+        let truth = data_dir.join("ground-truth.jsonl");
+        match crate::demo::scorecard(http, &truth, started_at, to).await {
+            Ok(score) => {
+                let days = started_at.hours_until(to) / 24.0;
+                for line in crate::demo::scorecard_lines(&score, days) {
+                    ops::say!("{line}");
+                }
+                info!(?score, "demo scorecard");
+            }
+            Err(e) => warn!(error = %format!("{e:#}"), "no demo scorecard"),
+        }
+    }
     if let Some((part, _)) = sim_part.as_mut() {
         clean &= part.stop().await;
     }

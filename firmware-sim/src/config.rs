@@ -39,6 +39,13 @@ pub struct SimConfig {
     pub truth_path: Option<PathBuf>,
     /// Tenant the fleet belongs to (a topic level, so `[A-Za-z0-9_-]{1,64}`).
     pub tenant: String,
+    /// A demo customer (`northwind`, `contoso` or `globex`) whose machines all go
+    /// quiet `goes_quiet_after` (clock time) after the run starts: they publish
+    /// nothing from then on, though they still wear. The demo's quietly churning
+    /// customer.
+    pub quiet_customer: Option<String>,
+    #[serde(with = "humantime_serde")]
+    pub goes_quiet_after: Duration,
 }
 
 impl Default for SimConfig {
@@ -53,6 +60,8 @@ impl Default for SimConfig {
             publish_every: Duration::from_secs(1),
             truth_path: None,
             tenant: "acme".into(),
+            quiet_customer: None,
+            goes_quiet_after: Duration::from_secs(3 * 24 * 3600),
         }
     }
 }
@@ -119,6 +128,10 @@ impl SimConfig {
 
     pub(crate) fn sample_interval_ms(&self) -> i64 {
         i64::try_from(self.sample_interval.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    pub(crate) fn goes_quiet_after_ms(&self) -> i64 {
+        i64::try_from(self.goes_quiet_after.as_millis()).unwrap_or(i64::MAX)
     }
 
     pub(crate) fn backfill_ms(&self) -> i64 {

@@ -22,6 +22,7 @@ use wearcast_protocol::registry::{
 use wearcast_protocol::{ComponentKey, MachineId, PartId, TenantId, UnixMs};
 
 use crate::config::SimConfig;
+use crate::control::SimControl;
 use crate::error::SimError;
 use crate::machine::{ComponentSim, MachineSim};
 use crate::truth::LifeRecord;
@@ -480,6 +481,7 @@ pub struct Fleet {
     /// Set to `true` by [`crate::run`] once the broker has acknowledged every machine's
     /// backfill.
     pub(crate) backfill_done: watch::Sender<bool>,
+    pub(crate) control: SimControl,
 }
 
 /// Resolves when the simulator has published its backfill; see [`Fleet::backfill_done`].
@@ -510,6 +512,12 @@ impl Fleet {
     /// The fleet's machines as the manifest lists them (id, customer, site, model).
     pub fn machines(&self) -> impl Iterator<Item = &Machine> {
         self.manifest.machines.iter()
+    }
+
+    /// A handle to steer the running simulation (replace parts); take it before
+    /// handing the fleet to [`crate::run`].
+    pub fn control(&self) -> SimControl {
+        self.control.clone()
     }
 
     /// A handle that resolves once [`crate::run`] has published the backfill of this
@@ -740,12 +748,35 @@ pub fn demo_fleet(config: &SimConfig, now: UnixMs) -> Result<Fleet, SimError> {
     manifest
         .check()
         .map_err(|problems| SimError::Manifest { problems })?;
+    let mut sims = sims;
+    if let Some(quiet) = &config.quiet_customer {
+        let Some(customer) = CUSTOMERS.iter().find(|c| c.id == quiet) else {
+            return Err(SimError::config(
+                "quiet_customer",
+                format!(
+                    "`{quiet}` is not a demo customer (one of: {})",
+                    CUSTOMERS
+                        .iter()
+                        .map(|c| c.id)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        };
+        let from = now.plus_ms(config.goes_quiet_after_ms());
+        for (machine, sim) in manifest.machines.iter().zip(&mut sims) {
+            if machine.customer.as_str() == customer.id {
+                sim.go_quiet_from(from);
+            }
+        }
+    }
     let (backfill_done, _) = watch::channel(false);
     Ok(Fleet {
         manifest,
         now,
         machines: sims,
         backfill_done,
+        control: SimControl::default(),
     })
 }
 
@@ -915,6 +946,49 @@ mod tests {
         let samples = first_samples(&a);
         assert!(samples.len() > 30 * 10);
         assert_eq!(samples, first_samples(&b));
+    }
+
+    #[test]
+    fn the_quiet_customers_machines_publish_nothing_since_they_went_quiet_and_the_others_do() {
+        let config = SimConfig {
+            quiet_customer: Some("globex".into()),
+            goes_quiet_after: std::time::Duration::from_secs(24 * 3600),
+            ..SimConfig::default()
+        };
+        let f = demo_fleet(&config, NOW).unwrap();
+        let quiet_from = NOW.plus_ms(UnixMs::DAY);
+        let mut quiet_machines = 0;
+        for (machine, sim) in f.manifest.machines.iter().zip(&f.machines) {
+            let mut sim = sim.clone();
+            let mut out = Vec::new();
+            sim.start(NOW, 300_000, &mut out);
+            sim.advance_to(NOW.plus_ms(2 * UnixMs::DAY), &mut out);
+            let last = out
+                .iter()
+                .filter_map(|e| match e {
+                    Emission::Sample(s) => Some(s.ts),
+                    _ => None,
+                })
+                .max()
+                .unwrap();
+            if machine.customer.as_str() == "globex" {
+                quiet_machines += 1;
+                assert!(last < quiet_from, "{} published at {last}", machine.id);
+            } else {
+                assert!(
+                    last >= NOW.plus_ms(-UnixMs::HOUR),
+                    "{} went quiet",
+                    machine.id
+                );
+            }
+        }
+        assert!(quiet_machines > 0);
+        let unknown = SimConfig {
+            quiet_customer: Some("initech".into()),
+            ..SimConfig::default()
+        };
+        let e = demo_fleet(&unknown, NOW).unwrap_err().to_string();
+        assert!(e.contains("quiet_customer") && e.contains("initech"), "{e}");
     }
 
     #[test]

@@ -46,6 +46,7 @@
 //! ```
 
 pub mod config;
+mod control;
 mod error;
 pub mod fleet;
 mod machine;
@@ -61,6 +62,7 @@ use tracing::{error, info, warn};
 use wearcast_protocol::{SharedClock, UnixMs};
 
 pub use config::{BrokerAddress, SimConfig};
+pub use control::SimControl;
 pub use error::SimError;
 pub use fleet::{BackfillDone, Fleet, demo_fleet};
 pub use publisher::{FIRMWARE, MAX_BATCH_SPAN_MS, MAX_MESSAGE_BYTES};
@@ -112,6 +114,7 @@ pub async fn run(
         manifest,
         machines,
         backfill_done,
+        control,
         ..
     } = fleet;
     let now = clock.now();
@@ -130,6 +133,7 @@ pub async fn run(
         backfill_until: now,
         publish_every: config.publish_every,
         backfill: BackfillBarrier::new(machines.len(), backfill_done),
+        control,
     });
     info!(
         tenant = %ctx.tenant,

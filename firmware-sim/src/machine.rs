@@ -56,6 +56,8 @@ pub(crate) struct ComponentSim {
     upcoming: VecDeque<Life>,
     /// When the failed part's replacement goes in.
     replacement_due: Option<UnixMs>,
+    /// A replacement a technician was booked for, before the part fails.
+    planned_replacement: Option<UnixMs>,
 }
 
 impl ComponentSim {
@@ -93,6 +95,7 @@ impl ComponentSim {
             current,
             upcoming: lives,
             replacement_due: None,
+            planned_replacement: None,
         })
     }
 
@@ -102,11 +105,13 @@ impl ComponentSim {
     }
 
     /// The time of this slot's next change: its replacement if the part has failed,
-    /// else the failure of the part in it.
+    /// else the failure of the part in it or its planned replacement, whichever comes
+    /// first.
     fn next_change(&self) -> (UnixMs, Change) {
-        match self.replacement_due {
-            Some(at) => (at, Change::Replacement),
-            None => (self.current.fails_at, Change::Failure),
+        match (self.replacement_due, self.planned_replacement) {
+            (Some(at), _) => (at, Change::Replacement),
+            (None, Some(at)) if at < self.current.fails_at => (at, Change::Replacement),
+            (None, _) => (self.current.fails_at, Change::Failure),
         }
     }
 }
@@ -139,6 +144,9 @@ pub(crate) struct MachineSim {
     event_seq: u64,
     /// The machine stands still after a breakdown and takes no samples before this.
     down_until: UnixMs,
+    /// From this instant on the machine publishes nothing (its customer unplugged it);
+    /// it still wears, and the ground truth still records it.
+    quiet_from: Option<UnixMs>,
 }
 
 impl MachineSim {
@@ -174,6 +182,7 @@ impl MachineSim {
             seq: 0,
             event_seq: 0,
             down_until: UnixMs(0),
+            quiet_from: None,
         })
     }
 
@@ -237,8 +246,11 @@ impl MachineSim {
         self.down_until = self.down_until.max(back_at);
         let c = &mut self.components[i];
         c.replacement_due = Some(back_at);
+        c.planned_replacement = None;
         let key = c.key.clone();
-        out.push(Emission::Event(self.event(EventKind::Failure, at, &key)));
+        if !self.is_quiet_at(at) {
+            out.push(Emission::Event(self.event(EventKind::Failure, at, &key)));
+        }
         out.push(Emission::Truth(TruthRecord::Failure(FailureRecord {
             machine: self.id.clone(),
             component: key,
@@ -249,6 +261,7 @@ impl MachineSim {
     fn replace(&mut self, i: usize, at: UnixMs, out: &mut Vec<Emission>) {
         let c = &mut self.components[i];
         c.replacement_due = None;
+        c.planned_replacement = None;
         c.current = match c.upcoming.pop_front() {
             Some(next) if next.installed_at == at => next,
             // Lives decided in advance only cover the history; from here on each new
@@ -261,11 +274,13 @@ impl MachineSim {
         let c = &self.components[i];
         let record = self.life_record(c, &c.current);
         let key = c.key.clone();
-        out.push(Emission::Event(self.event(
-            EventKind::PartReplaced,
-            at,
-            &key,
-        )));
+        if !self.is_quiet_at(at) {
+            out.push(Emission::Event(self.event(
+                EventKind::PartReplaced,
+                at,
+                &key,
+            )));
+        }
         out.push(Emission::Truth(TruthRecord::Life(record)));
     }
 
@@ -281,8 +296,35 @@ impl MachineSim {
         }
     }
 
+    /// Books a technician's replacement of `key` at `at` (not before `not_before`, the
+    /// simulation's present). Refused (false) for an unknown component and for one that
+    /// failed and awaits its replacement anyway.
+    pub(crate) fn plan_replacement(
+        &mut self,
+        key: &ComponentKey,
+        at: UnixMs,
+        not_before: UnixMs,
+    ) -> bool {
+        match self.components.iter_mut().find(|c| &c.key == key) {
+            Some(c) if c.replacement_due.is_none() => {
+                c.planned_replacement = Some(at.max(not_before));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The machine publishes nothing from `at` on.
+    pub(crate) fn go_quiet_from(&mut self, at: UnixMs) {
+        self.quiet_from = Some(at);
+    }
+
+    fn is_quiet_at(&self, t: UnixMs) -> bool {
+        self.quiet_from.is_some_and(|q| t >= q)
+    }
+
     fn sample(&mut self, t: UnixMs, out: &mut Vec<Emission>) {
-        if t < self.down_until {
+        if t < self.down_until || self.is_quiet_at(t) {
             return;
         }
         let regime = self.regime_at(t);
@@ -487,6 +529,69 @@ mod tests {
             })
             .collect();
         assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1));
+    }
+
+    #[test]
+    fn a_planned_replacement_ends_the_life_early_without_a_failure_and_starts_a_new_one() {
+        let f = fleet();
+        let mut sim = f.machines[0].clone();
+        let key = sim.components[0].key.clone();
+        let life = sim.components[0].current;
+        let mut out = Vec::new();
+        sim.start(NOW, INTERVAL, &mut out);
+        // Halfway to the failure, or a day from now if it is sooner.
+        let at = UnixMs(NOW.0 + ((life.fails_at.0 - NOW.0) / 2).clamp(1, UnixMs::DAY));
+        assert!(!sim.plan_replacement(&"no_such_part".parse().unwrap(), at, NOW));
+        assert!(sim.plan_replacement(&key, at, NOW));
+        sim.advance_to(at.plus_ms(UnixMs::HOUR), &mut out);
+        let events: Vec<&EventPayload> = out
+            .iter()
+            .filter_map(|e| match e {
+                Emission::Event(ev) if ev.component.as_ref() == Some(&key) => Some(ev),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0].kind, EventKind::PartReplaced);
+        assert_eq!(events[0].ts, at);
+        assert!(
+            !out.iter().any(
+                |e| matches!(e, Emission::Truth(TruthRecord::Failure(r)) if r.component == key)
+            )
+        );
+        let new_life = out
+            .iter()
+            .rev()
+            .find_map(|e| match e {
+                Emission::Truth(TruthRecord::Life(l)) if l.component == key => Some(l),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(new_life.installed_at, at);
+        assert_eq!(sim.components[0].current.installed_at, at);
+        // Samples go on around the replacement: a planned stop is not a breakdown.
+        assert!(
+            out.iter()
+                .any(|e| matches!(e, Emission::Sample(s) if s.ts > at))
+        );
+    }
+
+    #[test]
+    fn a_quiet_machine_publishes_nothing_from_then_on_but_its_truth_goes_on() {
+        let mut sim = fleet().machines.remove(0);
+        let quiet = NOW.plus_ms(-UnixMs::DAY);
+        sim.go_quiet_from(quiet);
+        let out = run(&mut sim, NOW.plus_ms(-2 * UnixMs::DAY), NOW);
+        let samples: Vec<UnixMs> = out
+            .iter()
+            .filter_map(|e| match e {
+                Emission::Sample(s) => Some(s.ts),
+                _ => None,
+            })
+            .collect();
+        assert!(samples.len() > 200);
+        assert!(samples.iter().all(|t| *t < quiet));
+        assert!(out.iter().any(|e| matches!(e, Emission::Truth(_))));
     }
 
     #[test]

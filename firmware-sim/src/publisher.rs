@@ -36,6 +36,7 @@ use wearcast_protocol::{
 };
 
 use crate::config::BrokerAddress;
+use crate::control::{Command, SimControl};
 use crate::error::SimError;
 use crate::machine::{Emission, MachineSim};
 use crate::truth::TruthLog;
@@ -76,6 +77,7 @@ pub(crate) struct RunContext {
     pub backfill_until: UnixMs,
     pub publish_every: Duration,
     pub backfill: BackfillBarrier,
+    pub control: SimControl,
 }
 
 /// Counts machines down to the end of the backfill and then tells the fleet's
@@ -307,6 +309,15 @@ impl Publisher<'_> {
                 biased;
                 () = ctx.stop.cancelled() => return Ok(()),
                 _ = ticker.tick() => {}
+            }
+            for command in ctx.control.take(&sim.id) {
+                match command {
+                    Command::Replace { component, at } => {
+                        if !sim.plan_replacement(&component, at, cursor) {
+                            debug!(machine = %sim.id, %component, "replacement not applied (unknown component, or failed and awaiting its replacement)");
+                        }
+                    }
+                }
             }
             let now = ctx.clock.now();
             while cursor < now {

@@ -15,7 +15,11 @@ fn ts(v: &Value) -> UnixMs {
 /// One demo process serves several checks, so the suite starts it once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_streams_predicts_offers_and_survives_bad_input() {
-    let mut p = Platform::up(&["--demo", "--demo-seed", "7"], &[]);
+    // The demo's customers would answer the offers this test answers itself.
+    let mut p = Platform::up(
+        &["--demo", "--demo-seed", "7"],
+        &[("WEARCAST_DEMO__ACTORS", "false")],
+    );
 
     // 1. Within 60 s of start, an offer in one of the customer's maintenance windows
     //    that starts before the component's RUL P50.
@@ -295,6 +299,123 @@ async fn the_demo_streams_predicts_offers_and_survives_bad_input() {
         "ground truth has {} lines",
         truth.lines().count()
     );
+}
+
+/// With its people at work (src/demo.rs), the demo closes the loop: customers accept
+/// and decline offers, technicians complete the work and put new parts into the
+/// simulated machines, customers answer surveys; and the quietly churning customer is
+/// flagged for going quiet, declining and scoring low, while the others are not.
+/// Four times the default speed and a 2-day `quiet_after` keep it to about two minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_people_close_the_loop_and_the_churning_customer_is_flagged_with_its_reasons() {
+    let mut p = Platform::up(
+        &["--demo", "--demo-seed", "7"],
+        &[
+            ("WEARCAST_DEMO__SPEED", "7200"),
+            ("WEARCAST_SERVER__ANALYTICS__HEALTH__QUIET_AFTER", "2days"),
+        ],
+    );
+    let wanted = ["quiet", "offers_declined", "nps_detractor"];
+    let accounts = eventually(
+        "the churning customer flagged for going quiet, declining and a detractor score",
+        Duration::from_secs(240),
+        || async {
+            let accounts = p.get("/api/v1/accounts").await;
+            let accounts = accounts.as_array()?.clone();
+            let globex = accounts.iter().find(|a| a["customer"] == "globex")?;
+            let kinds: Vec<&str> = globex["signals"]
+                .as_array()?
+                .iter()
+                .filter_map(|s| s["kind"].as_str())
+                .collect();
+            (globex["flagged"] == true && wanted.iter().all(|w| kinds.contains(w)))
+                .then_some(accounts)
+        },
+    )
+    .await;
+    eprintln!("churning customer flagged after {:?}", p.started.elapsed());
+    let globex = accounts.iter().find(|a| a["customer"] == "globex").unwrap();
+    for signal in globex["signals"].as_array().unwrap() {
+        assert!(
+            !signal["reason"].as_str().unwrap_or_default().is_empty(),
+            "{signal}"
+        );
+    }
+    assert!(
+        accounts
+            .iter()
+            .any(|a| a["customer"] != "globex" && a["flagged"] == false),
+        "every customer is flagged: {accounts:#?}"
+    );
+
+    // Customers decided, technicians completed, surveys came back.
+    let mut accepted = 0;
+    for status in ["accepted", "scheduled", "completed"] {
+        accepted += p
+            .get(&format!("/api/v1/offers?status={status}"))
+            .await
+            .as_array()
+            .unwrap()
+            .len();
+    }
+    assert!(accepted > 0, "no offer was accepted");
+    let declined = p.get("/api/v1/offers?status=declined").await;
+    assert!(
+        declined
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["customer"] == "globex")
+    );
+    let completed = p.get("/api/v1/work-orders?status=completed").await;
+    let completed = completed.as_array().unwrap().clone();
+    assert!(!completed.is_empty());
+    let answered = p.get("/api/v1/surveys?status=answered").await;
+    let answered = answered.as_array().unwrap();
+    assert!(
+        answered
+            .iter()
+            .any(|s| s["customer"] == "globex" && s["score"] == 3)
+    );
+    assert!(answered.iter().any(|s| s["customer"] != "globex"));
+
+    let status = p
+        .terminate(Duration::from_secs(40))
+        .expect("exits after SIGTERM");
+    assert!(
+        status.success(),
+        "exit {status}; log tail:\n{}",
+        tail(&p.log_text())
+    );
+    // Each completed replacement went into the simulated machine: a new life of that
+    // component began at the booked end (or the machine's next step after it).
+    let truth = std::fs::read_to_string(p.data_dir().join("ground-truth.jsonl")).unwrap();
+    let lives: Vec<Value> = truth
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|r| r["record"] == "life")
+        .collect();
+    for wo in &completed {
+        let end = ts(&wo["booked_end"]);
+        // A part found failed was replaced after its breakdown, not at the visit.
+        for c in wo["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["as_found"] != "failed")
+        {
+            assert!(
+                lives.iter().any(|l| l["machine"] == wo["machine"]
+                    && l["component"] == c["component"]
+                    && (end.0..=end.0 + UnixMs::DAY)
+                        .contains(&l["installed_at"].as_i64().unwrap_or(0))),
+                "no new life of {}/{} after work order {} ended at {end}",
+                wo["machine"],
+                c["component"],
+                wo["id"]
+            );
+        }
+    }
 }
 
 fn tail(log: &str) -> String {

@@ -1,0 +1,375 @@
+//! The demo's people, so `wearcast up --demo` shows the whole loop and not only the
+//! machines: customers who answer offers and surveys, and technicians who do the
+//! booked work. They act through the public HTTP API, as real users and integrations
+//! do, once per real second:
+//!
+//! - **Customers** decide on each proposed offer a few platform hours after it was
+//!   proposed: about 75% accept the proposed window, about 10% decline with a reason,
+//!   the rest let it expire. Urgent offers are always accepted.
+//! - **Technicians** complete each scheduled work order once its booked end has
+//!   passed, recording each part as found (failed if the component broke down since
+//!   the order was made, else worn), and put the new part into the simulated machine
+//!   ([`SimControl::replace_component`]), which then reports `part_replaced` itself.
+//! - **Survey answers**: each NPS survey is answered (mostly promoters).
+//! - **The quietly churning customer** (`demo.churning_customer`, by default Globex):
+//!   its machines went quiet 15 platform days before the demo started (the simulator's
+//!   `quiet_customer`), it declines every offer, and it answers surveys as a detractor.
+//!   The accounts view flags it with these reasons; the other customers stay healthy.
+//!
+//! Each decision is drawn from the demo seed and the offer's, order's or survey's id,
+//! so a run is repeatable given the same sequence of ids.
+
+use std::collections::HashSet;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Deserialize;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+use wearcast_firmware_sim::SimControl;
+use wearcast_protocol::{ComponentKey, MachineId, SharedClock, UnixMs};
+
+/// How long (platform time) a customer takes to decide at most.
+const MAX_DECISION_HOURS: u64 = 12;
+
+const DECLINE_REASONS: [&str; 3] = [
+    "Parts already ordered from another supplier",
+    "Machine is due for retirement this year",
+    "No budget left this quarter",
+];
+const CHURN_REASON: &str = "We are reviewing our service provider";
+const DETRACTOR_REASON: &str =
+    "Visits come at bad times for us and the parts cost more than elsewhere";
+const PROMOTER_REASONS: [&str; 3] = [
+    "The technician came prepared and the machine never stopped unplanned",
+    "Fixed in the planned stop, no surprises",
+    "Good service, a little pricey",
+];
+
+pub struct DemoActors {
+    api: String,
+    client: reqwest::Client,
+    clock: SharedClock,
+    sim: SimControl,
+    churning: Option<String>,
+    seed: u64,
+    decided: HashSet<String>,
+    completed: HashSet<String>,
+    answered: HashSet<String>,
+    /// The churning customer has accepted its one offer.
+    churner_accepted: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct Offer {
+    id: String,
+    customer: String,
+    urgent: bool,
+    created_at: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct WorkOrder {
+    id: String,
+    machine: String,
+    booked_end: Option<String>,
+    created_at: String,
+    components: Vec<WorkOrderComponent>,
+}
+
+#[derive(Debug, Deserialize)]
+struct WorkOrderComponent {
+    component: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct MachineDetail {
+    components: Vec<MachineComponent>,
+}
+
+#[derive(Debug, Deserialize)]
+struct MachineComponent {
+    key: String,
+    installed_at: String,
+    failed_at: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Survey {
+    id: String,
+    customer: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct SurveyLink {
+    link: String,
+}
+
+fn instant(s: &str) -> anyhow::Result<UnixMs> {
+    UnixMs::parse_rfc3339(s).with_context(|| format!("the API sent `{s}` as a time"))
+}
+
+/// A number in `0..n` drawn from the seed and a name.
+fn draw(seed: u64, what: &str, id: &str, n: u64) -> u64 {
+    let mut h = DefaultHasher::new();
+    (seed, what, id).hash(&mut h);
+    h.finish() % n.max(1)
+}
+
+impl DemoActors {
+    pub fn new(
+        http: std::net::SocketAddr,
+        clock: SharedClock,
+        sim: SimControl,
+        churning: Option<String>,
+        seed: u64,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            api: format!("http://{http}/api/v1"),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()?,
+            clock,
+            sim,
+            churning,
+            seed,
+            decided: HashSet::new(),
+            completed: HashSet::new(),
+            answered: HashSet::new(),
+            churner_accepted: false,
+        })
+    }
+
+    /// Acts once per `every` until `shutdown`; a failed step is logged and retried.
+    pub async fn run(mut self, every: Duration, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        info!(churning = ?self.churning, "demo customers and technicians at work");
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                _ = tick.tick() => {}
+            }
+            if let Err(e) = self.step().await {
+                warn!(error = %format!("{e:#}"), "demo actors: a step failed; trying again");
+            }
+        }
+    }
+
+    async fn step(&mut self) -> anyhow::Result<()> {
+        self.decide_offers().await?;
+        self.complete_work_orders().await?;
+        self.answer_surveys().await
+    }
+
+    fn churning(&self, customer: &str) -> bool {
+        self.churning.as_deref() == Some(customer)
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let url = format!("{}{path}", self.api);
+        let response = self.client.get(&url).send().await?;
+        let status = response.status();
+        anyhow::ensure!(status.is_success(), "GET {url}: {status}");
+        Ok(response.json().await?)
+    }
+
+    /// POSTs `body`; the response, or `None` if the API refused (the state moved on:
+    /// an offer superseded meanwhile, a survey answered elsewhere).
+    async fn post(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+    ) -> anyhow::Result<Option<serde_json::Value>> {
+        let url = format!("{}{path}", self.api);
+        let response = self.client.post(&url).json(&body).send().await?;
+        let status = response.status();
+        if status.is_client_error() {
+            let text = response.text().await.unwrap_or_default();
+            debug!(%url, %status, %text, "demo actors: refused");
+            return Ok(None);
+        }
+        anyhow::ensure!(status.is_success(), "POST {url}: {status}");
+        Ok(Some(response.json().await?))
+    }
+
+    async fn decide_offers(&mut self) -> anyhow::Result<()> {
+        let offers: Vec<Offer> = self.get("/offers?status=proposed").await?;
+        let now = self.clock.now();
+        for offer in offers {
+            if self.decided.contains(&offer.id) {
+                continue;
+            }
+            let delay_h = 1 + draw(self.seed, "delay", &offer.id, MAX_DECISION_HOURS);
+            if now.0 - instant(&offer.created_at)?.0 < delay_h as i64 * UnixMs::HOUR {
+                continue;
+            }
+            let roll = draw(self.seed, "decision", &offer.id, 100);
+            let decision = if self.churning(&offer.customer) {
+                if self.churner_accepted {
+                    Some(("decline", json!({ "reason": CHURN_REASON })))
+                } else {
+                    Some(("accept", json!({ "note": "booked by the demo customer" })))
+                }
+            } else if offer.urgent || roll < 75 {
+                Some(("accept", json!({ "note": "booked by the demo customer" })))
+            } else if roll < 85 {
+                let reason = DECLINE_REASONS[(roll % 3) as usize];
+                Some(("decline", json!({ "reason": reason })))
+            } else {
+                None
+            };
+            self.decided.insert(offer.id.clone());
+            if let Some((verb, body)) = decision {
+                let done = self
+                    .post(&format!("/offers/{}/{verb}", offer.id), body)
+                    .await?;
+                // The churner's one accepted offer must lead to a visit (and a survey).
+                let booked = done
+                    .as_ref()
+                    .is_some_and(|d| d["work_order"]["status"] == "scheduled");
+                if booked && self.churning(&offer.customer) {
+                    self.churner_accepted = true;
+                }
+                info!(offer = %offer.id, customer = %offer.customer, decision = verb, applied = done.is_some(), "demo customer decided");
+            }
+        }
+        Ok(())
+    }
+
+    async fn complete_work_orders(&mut self) -> anyhow::Result<()> {
+        let orders: Vec<WorkOrder> = self.get("/work-orders?status=scheduled").await?;
+        let now = self.clock.now();
+        for order in orders {
+            let Some(end) = &order.booked_end else {
+                continue;
+            };
+            let end = instant(end)?;
+            if end > now || self.completed.contains(&order.id) {
+                continue;
+            }
+            let machine: MachineDetail = self.get(&format!("/machines/{}", order.machine)).await?;
+            let ordered = instant(&order.created_at)?;
+            let mut findings = Vec::new();
+            for c in &order.components {
+                let broke = match machine.components.iter().find(|m| m.key == c.component) {
+                    Some(m) => m.failed_at.is_some() || instant(&m.installed_at)? > ordered,
+                    None => false,
+                };
+                let as_found = if broke { "failed" } else { "worn" };
+                findings.push(json!({ "component": c.component, "as_found": as_found }));
+            }
+            self.completed.insert(order.id.clone());
+            let body = json!({ "components": findings, "notes": "done by the demo technician" });
+            if self
+                .post(&format!("/work-orders/{}/complete", order.id), body)
+                .await?
+                .is_none()
+            {
+                continue;
+            }
+            let Ok(machine_id) = MachineId::parse(order.machine.as_str()) else {
+                continue;
+            };
+            for c in &order.components {
+                if let Ok(key) = ComponentKey::parse(c.component.as_str()) {
+                    self.sim.replace_component(&machine_id, &key, end);
+                }
+            }
+            info!(work_order = %order.id, machine = %order.machine, "demo technician completed a work order");
+        }
+        Ok(())
+    }
+
+    async fn answer_surveys(&mut self) -> anyhow::Result<()> {
+        let surveys: Vec<Survey> = self.get("/surveys?status=open").await?;
+        for survey in surveys {
+            if !self.answered.insert(survey.id.clone()) {
+                continue;
+            }
+            // The customer's link went by e-mail; the demo asks for a fresh one.
+            let Some(link) = self
+                .post(&format!("/surveys/{}/link", survey.id), json!({}))
+                .await?
+            else {
+                continue;
+            };
+            let link: SurveyLink = serde_json::from_value(link)?;
+            let Some(token) = link.link.rsplit('/').next() else {
+                continue;
+            };
+            let answer = if self.churning(&survey.customer) {
+                json!({ "score": 3, "csat": 2, "reason": DETRACTOR_REASON })
+            } else {
+                let roll = draw(self.seed, "survey", &survey.id, 100);
+                let score = match roll {
+                    0..60 => 10,
+                    60..80 => 9,
+                    80..95 => 8,
+                    _ => 6,
+                };
+                let reason = PROMOTER_REASONS[(roll % 3) as usize];
+                json!({ "score": score, "csat": if score >= 9 { 5 } else { 4 }, "reason": reason })
+            };
+            let done = self.post(&format!("/surveys/{token}"), answer).await?;
+            info!(survey = %survey.id, customer = %survey.customer, answered = done.is_some(), "demo customer answered a survey");
+        }
+        Ok(())
+    }
+}
+
+/// How the live platform did against the simulator's ground truth over `[from, to)`:
+/// failures that got an offer with a window before them, lead time, parts replaced
+/// with more than half their life left (`wearcast_server::backtest::fleet_score`).
+pub async fn scorecard(
+    http: std::net::SocketAddr,
+    truth: &std::path::Path,
+    from: UnixMs,
+    to: UnixMs,
+) -> anyhow::Result<wearcast_server::backtest::fleet_score::FleetScore> {
+    use wearcast_server::backtest::fleet_score::{parse_offers, parse_truth, score};
+    let text = std::fs::read_to_string(truth)
+        .with_context(|| format!("cannot read the ground truth {}", truth.display()))?;
+    let truth = parse_truth(&text).map_err(|e| anyhow::anyhow!("{}: {e}", truth.display()))?;
+    let offers: serde_json::Value = reqwest::Client::new()
+        .get(format!("http://{http}/api/v1/offers"))
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let offers = parse_offers(&offers).map_err(|e| anyhow::anyhow!("the offers: {e}"))?;
+    Ok(score(&truth, &offers, from, to))
+}
+
+/// The scorecard as a few lines for the terminal.
+pub fn scorecard_lines(
+    s: &wearcast_server::backtest::fleet_score::FleetScore,
+    days: f64,
+) -> Vec<String> {
+    let pct = |x: Option<f64>| x.map_or("-".into(), |x| format!("{:.0}%", 100.0 * x));
+    let hours = |x: Option<f64>| x.map_or("-".into(), |x| format!("{x:.0} h"));
+    vec![
+        format!("Demo scorecard ({days:.1} platform days, against the simulator's ground truth):"),
+        format!(
+            "  failures with an offer in a window before them: {}/{} ({})",
+            s.failures_with_offer_in_time,
+            s.failures,
+            pct((s.failures > 0).then_some(s.share_offered_in_time))
+        ),
+        format!(
+            "  lead time, offer to failure: median {}, 10th percentile {}",
+            hours(s.lead_time_median_h),
+            hours(s.lead_time_p10_h)
+        ),
+        format!(
+            "  parts replaced early: {}, with more than half their life left: {} ({})",
+            s.replacements,
+            s.replacements_over_half_life_left,
+            pct(s.share_replaced_over_half_life_left)
+        ),
+    ]
+}
