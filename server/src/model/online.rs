@@ -470,6 +470,35 @@ struct Cusum {
     calm: u32,
 }
 
+/// Readings with gaps (NaN) through JSON, which has no NaN: `null` stands for one.
+mod nan_as_null {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use wearcast_protocol::UnixMs;
+
+    type Prev = Option<(UnixMs, Vec<f64>, Vec<f64>)>;
+    type Stored = Option<(UnixMs, Vec<Option<f64>>, Vec<Option<f64>>)>;
+
+    fn to_options(v: &[f64]) -> Vec<Option<f64>> {
+        v.iter().map(|x| x.is_finite().then_some(*x)).collect()
+    }
+
+    fn to_nans(v: Vec<Option<f64>>) -> Vec<f64> {
+        v.into_iter().map(|x| x.unwrap_or(f64::NAN)).collect()
+    }
+
+    pub fn serialize<S: Serializer>(prev: &Prev, s: S) -> Result<S::Ok, S::Error> {
+        let stored: Stored = prev
+            .as_ref()
+            .map(|(t, wear, op)| (*t, to_options(wear), to_options(op)));
+        stored.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Prev, D::Error> {
+        let stored = Stored::deserialize(d)?;
+        Ok(stored.map(|(t, wear, op)| (t, to_nans(wear), to_nans(op))))
+    }
+}
+
 /// Everything the live model keeps about one component between cycles.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ComponentState {
@@ -482,7 +511,9 @@ pub struct ComponentState {
     pub buckets: u64,
     op: OpCorrection,
     channels: Vec<ChannelTracker>,
-    /// The previous bucket's raw wear readings and operating values (for differences).
+    /// The previous bucket's raw wear readings and operating values (for differences);
+    /// a missing reading is NaN, stored as JSON `null`.
+    #[serde(with = "nan_as_null")]
     prev: Option<(UnixMs, Vec<f64>, Vec<f64>)>,
     recent: VecDeque<HiPoint>,
     /// Smoothed |ΔHI| between consecutive buckets.

@@ -391,3 +391,38 @@ fn a_state_saved_and_restored_between_cycles_gives_the_same_estimate() {
     assert!((a.rul_p50_h.unwrap() - b.rul_p50_h.unwrap()).abs() < 1e-6 * a.rul_p50_h.unwrap());
     assert_eq!(whole.buckets, cycled.buckets);
 }
+
+#[test]
+fn a_state_with_missing_readings_survives_its_trip_through_json() {
+    // A sensor that drops out leaves a NaN among the readings; JSON has no NaN, and a
+    // state that cannot be read back would start afresh every cycle.
+    let scales = vibration();
+    let mut state = ComponentState::new(NOW);
+    let mut whole = ComponentState::new(NOW);
+    for i in 0..200 {
+        let mut r = loaded_reading(i, wear_curve((i as f64 - 100.0) / 300.0, 3.0), 14);
+        if i % 7 == 0 {
+            r.wear[0] = f64::NAN;
+        }
+        if i % 11 == 0
+            && let Some(op) = r.op.first_mut()
+        {
+            op.1 = f64::NAN;
+        }
+        state.update(&r, &scales, UnixMs::HOUR);
+        whole.update(&r, &scales, UnixMs::HOUR);
+        let json = serde_json::to_string(&state).unwrap();
+        let back: ComponentState =
+            serde_json::from_str(&json).unwrap_or_else(|e| panic!("bucket {i}: {e}: {json}"));
+        assert_eq!(back.buckets, state.buckets);
+        state = back;
+    }
+    assert!(state.buckets > 150);
+    assert_eq!(state.buckets, whole.buckets);
+    let fleet = FleetKnowledge::from_prior(PRIOR);
+    let now = NOW.plus_hours(200.0);
+    assert_eq!(
+        state.estimate(now, &fleet, None).status,
+        whole.estimate(now, &fleet, None).status
+    );
+}
