@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use wearcast_protocol::TenantId;
 
 use crate::error::SimError;
+use crate::faults::FaultConfig;
 
 /// Port of plain MQTT when the URL names none.
 pub const DEFAULT_MQTT_PORT: u16 = 1883;
@@ -39,6 +40,8 @@ pub struct SimConfig {
     pub truth_path: Option<PathBuf>,
     /// Tenant the fleet belongs to (a topic level, so `[A-Za-z0-9_-]{1,64}`).
     pub tenant: String,
+    /// Fault injection, for exercising the gateway; all off by default.
+    pub faults: FaultConfig,
 }
 
 impl Default for SimConfig {
@@ -53,6 +56,7 @@ impl Default for SimConfig {
             publish_every: Duration::from_secs(1),
             truth_path: None,
             tenant: "acme".into(),
+            faults: FaultConfig::default(),
         }
     }
 }
@@ -62,6 +66,7 @@ impl SimConfig {
     pub fn validate(&self) -> Result<(), SimError> {
         self.broker()?;
         self.tenant_id()?;
+        self.faults.validate()?;
         if self.machines == 0 {
             return Err(SimError::config("machines", "must be at least 1"));
         }
