@@ -534,15 +534,18 @@ async fn poll_connection(
             () = link.drop_connection.notified() => None,
             polled = eventloop.poll() => Some(polled),
         };
-        let polled = polled.unwrap_or_else(|| {
-            // Fault injection: the TCP connection goes without a DISCONNECT, and what
-            // was in flight is handled like after any other broken connection.
-            eventloop.clean();
-            Err(rumqttc::ConnectionError::Io(std::io::Error::new(
-                std::io::ErrorKind::ConnectionAborted,
-                "connection dropped by fault injection",
-            )))
-        });
+        let polled = match polled {
+            Some(polled) => polled,
+            None => {
+                // Fault injection: the TCP connection goes without a DISCONNECT, and
+                // what was in flight is handled like after any other broken connection.
+                eventloop.clean();
+                Err(rumqttc::ConnectionError::Io(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    "connection dropped by fault injection",
+                )))
+            }
+        };
         match polled {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 if ever_connected {

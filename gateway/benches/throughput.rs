@@ -329,7 +329,9 @@ fn run_gateway(config: &GatewayConfig, dir: &Path, n: u64) -> (Measured, serde_j
             if progress_at.elapsed() > patience {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("the gateway acknowledged nothing for {patience:?}; its totals: {last_stats}");
+                panic!(
+                    "the gateway acknowledged nothing for {patience:?}; its totals: {last_stats}"
+                );
             }
         }
         if event["event"] == "acked" {
