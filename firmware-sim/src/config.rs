@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use wearcast_protocol::TenantId;
 
 use crate::error::SimError;
+use crate::faults::FaultConfig;
 
 /// Port of plain MQTT when the URL names none.
 pub const DEFAULT_MQTT_PORT: u16 = 1883;
@@ -46,6 +47,8 @@ pub struct SimConfig {
     pub quiet_customer: Option<String>,
     #[serde(with = "humantime_serde")]
     pub goes_quiet_after: Duration,
+    /// Fault injection, for exercising the gateway; all off by default.
+    pub faults: FaultConfig,
 }
 
 impl Default for SimConfig {
@@ -62,6 +65,7 @@ impl Default for SimConfig {
             tenant: "acme".into(),
             quiet_customer: None,
             goes_quiet_after: Duration::from_secs(3 * 24 * 3600),
+            faults: FaultConfig::default(),
         }
     }
 }
@@ -71,6 +75,7 @@ impl SimConfig {
     pub fn validate(&self) -> Result<(), SimError> {
         self.broker()?;
         self.tenant_id()?;
+        self.faults.validate()?;
         if self.machines == 0 {
             return Err(SimError::config("machines", "must be at least 1"));
         }

@@ -16,6 +16,8 @@
 //!   a given instant is "now".
 //! - `publisher`: one MQTT connection per machine (birth, last will, QoS 1 telemetry
 //!   and events, reconnection, goodbye on shutdown).
+//! - [`faults`]: fault injection (malformed payloads, duplicates, reordering, clock
+//!   skew, bursts, dropped connections), off unless `[sim.faults]` switches it on.
 //! - [`truth`]: the ground-truth JSON lines.
 //! - [`config`]: the `[sim]` config section.
 //!
@@ -48,6 +50,7 @@
 pub mod config;
 mod control;
 mod error;
+pub mod faults;
 pub mod fleet;
 mod machine;
 mod publisher;
@@ -64,6 +67,7 @@ use wearcast_protocol::{SharedClock, UnixMs};
 pub use config::{BrokerAddress, SimConfig};
 pub use control::SimControl;
 pub use error::SimError;
+pub use faults::{FaultConfig, FaultReport, MalformedKind};
 pub use fleet::{BackfillDone, Fleet, demo_fleet};
 pub use publisher::{FIRMWARE, MAX_BATCH_SPAN_MS, MAX_MESSAGE_BYTES};
 pub use truth::{FailureRecord, LifeRecord, TruthRecord};
@@ -80,6 +84,9 @@ pub struct SimReport {
     pub samples_published: u64,
     /// Components that broke down, during the backfill and live.
     pub failures: u64,
+    /// Faults injected (all zero unless `[sim.faults]` is on). Injected messages are
+    /// counted in `messages_published` too.
+    pub faults: FaultReport,
 }
 
 /// Publishes the backfill (clock time `now − config.backfill` up to `now`, with `now`
@@ -134,6 +141,8 @@ pub async fn run(
         publish_every: config.publish_every,
         backfill: BackfillBarrier::new(machines.len(), backfill_done),
         control,
+        faults: config.faults.clone(),
+        seed: config.seed,
     });
     info!(
         tenant = %ctx.tenant,
@@ -166,6 +175,7 @@ pub async fn run(
                 report.messages_published += r.messages;
                 report.samples_published += r.samples;
                 report.failures += r.failures;
+                report.faults.add(&r.faults);
             }
             Err(e) => {
                 error!(error = %e, "stopping the simulator");

@@ -23,7 +23,7 @@ use std::time::Duration;
 use rumqttc::{
     AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, Publish, QoS, Request,
 };
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -38,6 +38,7 @@ use wearcast_protocol::{
 use crate::config::BrokerAddress;
 use crate::control::{Command, SimControl};
 use crate::error::SimError;
+use crate::faults::{FaultConfig, FaultInjector, FaultReport, MAX_INJECTED_BYTES};
 use crate::machine::{Emission, MachineSim};
 use crate::truth::TruthLog;
 
@@ -78,6 +79,9 @@ pub(crate) struct RunContext {
     pub publish_every: Duration,
     pub backfill: BackfillBarrier,
     pub control: SimControl,
+    /// Faults to inject (all off by default), and the run's seed they are drawn from.
+    pub faults: FaultConfig,
+    pub seed: u64,
 }
 
 /// Counts machines down to the end of the backfill and then tells the fleet's
@@ -114,6 +118,7 @@ pub(crate) struct MachineReport {
     pub messages: u64,
     pub samples: u64,
     pub failures: u64,
+    pub faults: FaultReport,
 }
 
 /// An encoded telemetry message and how many samples it carries.
@@ -208,6 +213,16 @@ pub(crate) async fn run_machine(
             QoS::AtLeastOnce,
             true,
         ));
+    let faults = FaultInjector::new(
+        &ctx.faults,
+        fault_seed(ctx.seed, &machine),
+        ctx.tenant.clone(),
+        machine.clone(),
+    );
+    if faults.is_some() {
+        // Room for the oversized messages the gateway must refuse.
+        options.set_max_packet_size(MAX_INCOMING_BYTES, MAX_INJECTED_BYTES + 1024);
+    }
     let (client, eventloop) = AsyncClient::new(options, REQUEST_CAPACITY);
     let link = Arc::new(LinkState::default());
     let poll_stop = CancellationToken::new();
@@ -227,8 +242,12 @@ pub(crate) async fn run_machine(
         link,
         live: false,
         report: MachineReport::default(),
+        faults,
     };
     let outcome = publisher.simulate(&mut sim).await;
+    if let Some(faults) = &publisher.faults {
+        publisher.report.faults = faults.report();
+    }
     if outcome.is_err() {
         // A fatal error stops the other machines now rather than after this goodbye.
         ctx.stop.cancel();
@@ -238,12 +257,24 @@ pub(crate) async fn run_machine(
     outcome.map(|()| publisher.report)
 }
 
+/// A machine's own fault seed: the run's seed mixed with its id (FNV-1a).
+fn fault_seed(seed: u64, machine: &MachineId) -> u64 {
+    machine
+        .as_str()
+        .bytes()
+        .fold(seed ^ 0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
+}
+
 /// What the poller tells the publisher about the connection.
 #[derive(Debug)]
 struct LinkState {
     connected: AtomicBool,
     /// Telemetry and event messages the broker has acknowledged.
     acked: watch::Sender<u64>,
+    /// Fault injection: drop the connection now.
+    drop_connection: Notify,
 }
 
 impl Default for LinkState {
@@ -251,6 +282,7 @@ impl Default for LinkState {
         Self {
             connected: AtomicBool::new(false),
             acked: watch::Sender::new(0),
+            drop_connection: Notify::new(),
         }
     }
 }
@@ -264,6 +296,8 @@ struct Publisher<'a> {
     /// False while publishing history, which is logged more quietly.
     live: bool,
     report: MachineReport,
+    /// Fault injection, when any is configured.
+    faults: Option<FaultInjector>,
 }
 
 impl Publisher<'_> {
@@ -356,11 +390,35 @@ impl Publisher<'_> {
     }
 
     async fn flush(&mut self, samples: &mut Vec<Sample>) -> Flow {
+        if let Some(faults) = &mut self.faults {
+            faults.skew(samples);
+        }
+        let mut offset = 0;
         for message in telemetry_messages(samples) {
-            if self.publish(&self.topics.telemetry, message.payload).await == Flow::Stopped {
-                return Flow::Stopped;
+            if let Some(faults) = &mut self.faults {
+                let these = &samples[offset..offset + message.samples];
+                let injected = faults.telemetry(
+                    &self.topics.telemetry,
+                    message.payload,
+                    these,
+                    self.ctx.clock.now(),
+                );
+                for m in injected.messages {
+                    if self.publish(&m.topic, m.payload).await == Flow::Stopped {
+                        return Flow::Stopped;
+                    }
+                    self.report.messages += 1;
+                }
+                if injected.disconnect {
+                    self.link.drop_connection.notify_one();
+                }
+            } else {
+                if self.publish(&self.topics.telemetry, message.payload).await == Flow::Stopped {
+                    return Flow::Stopped;
+                }
+                self.report.messages += 1;
             }
-            self.report.messages += 1;
+            offset += message.samples;
             self.report.samples += message.samples as u64;
             metrics::counter!("wearcast_sim_messages_published_total").increment(1);
             metrics::counter!("wearcast_sim_samples_published_total")
@@ -484,7 +542,20 @@ async fn poll_connection(
         let polled = tokio::select! {
             biased;
             () = stop.cancelled() => return,
-            polled = eventloop.poll() => polled,
+            () = link.drop_connection.notified() => None,
+            polled = eventloop.poll() => Some(polled),
+        };
+        let polled = match polled {
+            Some(polled) => polled,
+            None => {
+                // Fault injection: the TCP connection goes without a DISCONNECT, and
+                // what was in flight is handled like after any other broken connection.
+                eventloop.clean();
+                Err(rumqttc::ConnectionError::Io(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    "connection dropped by fault injection",
+                )))
+            }
         };
         match polled {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {

@@ -303,7 +303,10 @@ fn run_gateway(config: &GatewayConfig, dir: &Path, n: u64) -> (Measured, serde_j
     let mut child = Command::new(HARNESS)
         .arg(&config_path)
         .args(["--report-acked", &n.to_string(), "--stats-every-ms", "1000"])
-        .env("HARNESS_LOG", "warn")
+        .env(
+            "HARNESS_LOG",
+            std::env::var("HARNESS_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -311,8 +314,26 @@ fn run_gateway(config: &GatewayConfig, dir: &Path, n: u64) -> (Measured, serde_j
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut seconds = None;
     let mut usage = (0.0, 0);
+    // The harness prints its totals every second: a run that stops making progress
+    // fails with them instead of hanging.
+    let patience = Duration::from_secs(60);
+    let mut last_stats = serde_json::Value::Null;
+    let mut progress_at = Instant::now();
     for line in lines.by_ref().map_while(Result::ok) {
         let event: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if event["event"] == "stats" && seconds.is_none() {
+            if event["report"]["messages_acked"] != last_stats["messages_acked"] {
+                progress_at = Instant::now();
+            }
+            last_stats = event["report"].clone();
+            if progress_at.elapsed() > patience {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "the gateway acknowledged nothing for {patience:?}; its totals: {last_stats}"
+                );
+            }
+        }
         if event["event"] == "acked" {
             seconds = Some(started.elapsed().as_secs_f64());
             usage = cpu_and_peak(pid);

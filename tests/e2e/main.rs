@@ -1,5 +1,6 @@
 //! End-to-end tests: the real `wearcast` binary, a real MQTT broker (the embedded one,
-//! spoken to by real clients), real HTTP. One test binary, one module per area.
+//! spoken to by real clients, or for the fault tests a Mosquitto of their own), real
+//! HTTP. One test binary, one module per area.
 //!
 //! Knobs for debugging: `E2E_MQTT_URL=mqtt://host:port` runs the platform against that
 //! broker instead of the embedded one; `E2E_RUST_LOG` sets the platform's log filter. A
@@ -11,4 +12,6 @@
 mod cli;
 mod common;
 mod demo;
+mod faults;
 mod pipeline;
+mod processes;

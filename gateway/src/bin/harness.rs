@@ -1,8 +1,8 @@
 //! `wearcast-gateway-harness`: the gateway alone as an OS process, driven by a JSON
-//! config file, for the fault-injection tests (which `kill -9` it) and the throughput
-//! benchmark (which measures its CPU time and memory). Production runs the gateway with
-//! `wearcast gateway`, which adds the layered configuration, Prometheus `/metrics` and
-//! `/healthz`.
+//! config file, for the throughput benchmark (which measures its CPU time and memory).
+//! Production runs the gateway with `wearcast gateway`, which adds the layered
+//! configuration, Prometheus `/metrics` and `/healthz`; the fault tests run that
+//! (`tests/e2e/faults.rs`).
 //!
 //! ```text
 //! wearcast-gateway-harness CONFIG.json [--report-acked N] [--stats-every-ms MS]

@@ -1,6 +1,6 @@
 //! A fake Wearcast server for the gateway's tests: serves the machine list, records
-//! ingest attempts, answers them from a script of status codes, stores each batch id
-//! once (as the real server does), and can go down and come back on the same port.
+//! ingest attempts, answers them from a script of status codes, and stores each batch
+//! id once (as the real server does).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -37,7 +37,6 @@ struct Inner {
 pub struct FakeServer {
     pub url: String,
     inner: Arc<Mutex<Inner>>,
-    addr: SocketAddr,
     /// Stops the listener (`None` while down).
     running: Arc<Mutex<Option<CancellationToken>>>,
 }
@@ -58,7 +57,6 @@ impl FakeServer {
         let server = Self {
             url: format!("http://{addr}"),
             inner,
-            addr,
             running: Arc::new(Mutex::new(None)),
         };
         server.serve(listener);
@@ -78,28 +76,6 @@ impl FakeServer {
                 .await
                 .unwrap()
         });
-    }
-
-    /// Goes down: the port refuses connections until [`Self::come_back`].
-    pub fn go_down(&self) {
-        if let Some(token) = self.running.lock().unwrap().take() {
-            token.cancel();
-        }
-    }
-
-    /// Listens on the same port again.
-    pub async fn come_back(&self) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            match tokio::net::TcpListener::bind(self.addr).await {
-                Ok(listener) => return self.serve(listener),
-                Err(e) if tokio::time::Instant::now() < deadline => {
-                    let _ = e;
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Err(e) => panic!("cannot listen on {} again: {e}", self.addr),
-            }
-        }
     }
 
     /// Answers the next ingest requests with these status codes (without storing).
