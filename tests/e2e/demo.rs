@@ -15,6 +15,8 @@ fn ts(v: &Value) -> UnixMs {
 /// One demo process serves several checks, so the suite starts it once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_streams_predicts_offers_and_survives_bad_input() {
+    // Not alongside the fault tests' swarm of processes: the timings below are real.
+    let _serial = crate::processes::exclusive().await;
     // The demo's customers would answer the offers this test answers itself.
     let mut p = Platform::up(
         &["--demo", "--demo-seed", "7"],
@@ -308,6 +310,7 @@ async fn the_demo_streams_predicts_offers_and_survives_bad_input() {
 /// Four times the default speed and a 2-day `quiet_after` keep it to about two minutes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_people_close_the_loop_and_the_churning_customer_is_flagged_with_its_reasons() {
+    let _serial = crate::processes::exclusive().await;
     let mut p = Platform::up(
         &["--demo", "--demo-seed", "7"],
         &[
@@ -316,6 +319,7 @@ async fn the_demo_people_close_the_loop_and_the_churning_customer_is_flagged_wit
         ],
     );
     let wanted = ["quiet", "offers_declined", "nps_detractor"];
+    let seen = std::sync::Mutex::new(String::new());
     let accounts = eventually(
         "the churning customer flagged for going quiet, declining and a detractor score",
         Duration::from_secs(240),
@@ -328,6 +332,12 @@ async fn the_demo_people_close_the_loop_and_the_churning_customer_is_flagged_wit
                 .iter()
                 .filter_map(|s| s["kind"].as_str())
                 .collect();
+            let now = format!("{kinds:?}");
+            let mut last = seen.lock().unwrap();
+            if *last != now {
+                eprintln!("after {:?}: globex signals {now}", p.started.elapsed());
+                *last = now;
+            }
             (globex["flagged"] == true && wanted.iter().all(|w| kinds.contains(w)))
                 .then_some(accounts)
         },
