@@ -444,15 +444,22 @@
 
   // ---------------------------------------------------------------- charts
 
-  /** Round tick values covering [min, max], about `count` of them. */
-  function niceTicks(min, max, count = 5) {
+  /**
+   * Round tick values inside [min, max], about `count` of them; with `cover`, from the
+   * last tick at or below `min` to the first at or above `max` (an axis that holds every
+   * value); with `integer`, whole steps only (counts).
+   */
+  function niceTicks(min, max, count = 5, { cover = false, integer = false } = {}) {
     const span = max - min;
     if (!(span > 0)) return [min];
     const raw = span / count;
     const mag = 10 ** Math.floor(Math.log10(raw));
-    const step = [1, 2, 2.5, 5, 10].map((m) => m * mag).find((s) => span / s <= count) ?? 10 * mag;
+    let step = [1, 2, 2.5, 5, 10].map((m) => m * mag).find((s) => span / s <= count) ?? 10 * mag;
+    if (integer) step = Math.max(1, Math.round(step));
+    const first = cover ? Math.floor(min / step + 1e-9) * step : Math.ceil(min / step - 1e-9) * step;
+    const last = cover ? Math.ceil(max / step - 1e-9) * step : max;
     const ticks = [];
-    for (let v = Math.ceil(min / step) * step; v <= max + step * 1e-9; v += step) {
+    for (let v = first; v <= last + step * 1e-9; v += step) {
       ticks.push(Math.abs(v) < step * 1e-9 ? 0 : v);
     }
     return ticks;
@@ -552,14 +559,16 @@
    * `format(v)` for the axis, `unit` named in the axis title. Each bar carries its
    * value as text, so the chart reads without colour.
    */
-  function barChartSvg({ id, title, rows, width, format, axisTitle }) {
+  function barChartSvg({ id, title, rows, width, format, axisTitle, integer = false }) {
     const barH = 26;
     const gap = 10;
-    const m = { top: 8, right: 90, bottom: 44, left: Math.min(220, Math.max(110, width * 0.3)) };
+    // Room for the longest label (about 6.6 px a character at 12 px), at most 45%.
+    const labelW = Math.max(...rows.map((r) => String(r.label).length)) * 6.6 + 14;
+    const m = { top: 8, right: 90, bottom: 44, left: Math.round(Math.min(width * 0.45, Math.max(60, labelW))) };
     const height = m.top + m.bottom + rows.length * (barH + gap);
     const iw = Math.max(60, width - m.left - m.right);
-    const max = Math.max(1e-9, ...rows.map((r) => r.value));
-    const ticks = niceTicks(0, max, Math.max(2, Math.floor(iw / 80)));
+    const max = Math.max(integer ? 1 : 1e-9, ...rows.map((r) => r.value));
+    const ticks = niceTicks(0, max, Math.max(2, Math.floor(iw / 80)), { cover: true, integer });
     const top = ticks[ticks.length - 1] || max;
     const x = (v) => m.left + (v / top) * iw;
     const bars = rows

@@ -55,6 +55,7 @@
         title: 'Offers by outcome in the period',
         width: width(offersEl),
         format: count,
+        integer: true,
         axisTitle: 'Offers (count)',
         rows: [
           { label: 'Proposed', value: k.offers.proposed, cls: 'c-bar-neutral' },
@@ -88,6 +89,7 @@
         title: 'Component ends by whether they were predicted in time',
         width: width(failEl),
         format: count,
+        integer: true,
         axisTitle: 'Component lives (count)',
         rows: [
           { label: 'Replaced in time', value: k.failures.predicted_in_time, cls: 'c-bar-good' },

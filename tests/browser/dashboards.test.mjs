@@ -10,7 +10,7 @@
 // WEARCAST_BIN: the binary (default target/debug/wearcast); CHROMIUM: the browser
 // (default /usr/bin/chromium); SCREENSHOTS: where to save them (default
 // tests/browser/screenshots, gitignored); RENDER_BUDGET_MS: the most a view may take
-// to render (default 1000). Without Chromium or playwright-core the test is skipped
+// to render, as the median of three loads (default 1000). Without Chromium or playwright-core the test is skipped
 // with a message, except under CI=true, where that is a failure.
 
 import { spawn } from 'node:child_process';
@@ -26,6 +26,7 @@ const BIN = process.env.WEARCAST_BIN ?? join(root, 'target/debug/wearcast');
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const SHOTS = process.env.SCREENSHOTS ?? join(here, 'screenshots');
 const BUDGET_MS = Number(process.env.RENDER_BUDGET_MS ?? 1000);
+const RUNS = 3;
 const IN_CI = process.env.CI === 'true';
 const DESKTOP = { width: 1280, height: 900 };
 const TABLET = { width: 820, height: 1180 };
@@ -192,15 +193,34 @@ try {
   });
   log(`offer ${offer.id} for ${offer.machine} (${offer.customer})`);
 
-  // A first load warms the browser (a renderer process, the assets' compilation); the
-  // render times below are each view's own.
+  // Render times: navigation start to the view's content, each view loaded RUNS times
+  // in a fresh tab (the demo keeps the machine busy, so one load is noisy); the median
+  // must stay within the budget. A first load warms the browser (a renderer process,
+  // the assets' compilation) and is not counted.
+  const customerQuery = `?customer=${encodeURIComponent(offer.customer)}`;
+  const views = [
+    ['operator', `/operator${customerQuery}`, '#machines-table table'],
+    ['operator machine page', `/operator${customerQuery}#machine=${encodeURIComponent(offer.machine)}`, '#detail-chart svg .c-hist'],
+    ['service', '/service', '#schedule-list .tech, #schedule-list .empty'],
+    ['manufacturer', '/manufacturer', '#accounts-table table'],
+  ];
   const warm = await watchedPage(desktop, 'warm-up');
-  await openView(warm, base, `/operator?customer=${encodeURIComponent(offer.customer)}`, '#machines-table table');
+  await openView(warm, base, views[0][1], views[0][2]);
   await warm.close();
+  for (const [name, path, ready] of views) {
+    const runs = [];
+    for (let i = 0; i < RUNS; i++) {
+      const page = await watchedPage(desktop, name);
+      runs.push(await openView(page, base, path, ready));
+      await page.close();
+    }
+    runs.sort((a, b) => a - b);
+    renderTimes[name] = { median: runs[Math.floor(runs.length / 2)], min: runs[0], max: runs[runs.length - 1] };
+  }
 
   // ---- operator: fleet, machine chart, offers
   const op = await watchedPage(desktop, '/operator');
-  renderTimes.operator = await openView(op, base, `/operator?customer=${encodeURIComponent(offer.customer)}`, '#machines-table table');
+  await openView(op, base, `/operator${customerQuery}`, '#machines-table table');
   await op.waitForSelector(`[data-offer="${offer.id}"] [data-accept]`);
   await op.screenshot({ path: join(SHOTS, 'operator.png'), fullPage: true });
 
@@ -208,7 +228,7 @@ try {
 
   const component = offer.components[0].component;
   const machinePage = await watchedPage(desktop, '/operator#machine');
-  renderTimes['operator machine page'] = await openView(
+  await openView(
     machinePage,
     base,
     `/operator?customer=${encodeURIComponent(offer.customer)}#machine=${encodeURIComponent(offer.machine)}`,
@@ -254,7 +274,7 @@ try {
 
   // ---- service: the work order appears; complete it
   const sv = await watchedPage(desktop, '/service');
-  renderTimes.service = await openView(sv, base, '/service', '#schedule-list .tech, #schedule-list .empty');
+  await openView(sv, base, '/service', '#schedule-list .tech, #schedule-list .empty');
   await sv.waitForSelector(`[data-work-order="${wo}"]`, { timeout: 15000 });
   const card = sv.locator(`[data-work-order="${wo}"]`);
   check(/Parts to bring/.test(await card.textContent()), 'the work order does not say which parts to bring');
@@ -275,7 +295,7 @@ try {
 
   // ---- manufacturer
   const mf = await watchedPage(desktop, '/manufacturer');
-  renderTimes.manufacturer = await openView(mf, base, '/manufacturer', '#accounts-table table');
+  await openView(mf, base, '/manufacturer', '#accounts-table table');
   await mf.waitForSelector('#kpi-tiles .stats');
   check((await mf.locator('#chart-offers svg .c-bar').count()) === 4, 'no offers chart');
   await mf.screenshot({ path: join(SHOTS, 'manufacturer.png'), fullPage: true });
@@ -299,11 +319,13 @@ try {
   await tablet.close();
 
   check(problems.length === 0, `the pages reported problems:\n  ${problems.join('\n  ')}`);
-  const slow = Object.entries(renderTimes).filter(([, ms]) => ms > BUDGET_MS);
-  const report = Object.entries(renderTimes).map(([v, ms]) => `${v} ${ms} ms`).join(', ');
-  log(`render times (navigation start to content): ${report}`);
+  const slow = Object.entries(renderTimes).filter(([, t]) => t.median > BUDGET_MS);
+  const report = Object.entries(renderTimes)
+    .map(([v, t]) => `${v} ${t.median} ms (${t.min}–${t.max})`)
+    .join(', ');
+  log(`render times, median of ${RUNS} (min–max), navigation start to content: ${report}`);
   writeFileSync(join(SHOTS, 'render-times.json'), JSON.stringify(renderTimes, null, 2));
-  check(slow.length === 0, `views slower than ${BUDGET_MS} ms: ${slow.map(([v, ms]) => `${v} ${ms} ms`).join(', ')}`);
+  check(slow.length === 0, `views slower than ${BUDGET_MS} ms: ${slow.map(([v, t]) => `${v} ${t.median} ms`).join(', ')}`);
   log(`PASS in ${((Date.now() - started) / 1000).toFixed(1)} s; screenshots in ${SHOTS}`);
 } catch (err) {
   console.error(`FAIL: ${err.message}`);
