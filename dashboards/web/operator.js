@@ -530,17 +530,27 @@
     }
     const html = sites
       .map((s) => {
-        const rows = (s.upcoming_windows ?? []).map((w) => {
-          const a = toMs(w.start);
-          const b = toMs(w.end);
-          const inside = (t) => t !== null && t >= a && t < b;
+        const stops = (s.upcoming_windows ?? []).map((w) => ({ start: toMs(w.start), end: toMs(w.end), kind: 'stop' }));
+        const inStop = (t) => stops.some((w) => t >= w.start && t < w.end);
+        // Urgent visits happen outside the planned stops: they get rows of their own.
+        const extra = new Map();
+        for (const t of [
+          ...(state.workOrders ?? []).filter((wo) => wo.site === s.id).map((wo) => [wo.booked_start ?? wo.window_start, wo.booked_end ?? wo.window_end]),
+          ...(state.offers ?? []).filter((o) => o.site === s.id).map((o) => [o.window_start, o.window_end]),
+        ]) {
+          const a = toMs(t[0]);
+          if (a !== null && !inStop(a) && !extra.has(a)) extra.set(a, { start: a, end: toMs(t[1]), kind: 'urgent' });
+        }
+        const rows = stops.concat([...extra.values()]).sort((x, y) => x.start - y.start).map((w) => {
+          const inside = (t) => t !== null && t >= w.start && t < (w.kind === 'stop' ? w.end : w.start + 1);
           const booked = (state.workOrders ?? []).filter((wo) => wo.site === s.id && inside(toMs(wo.booked_start ?? wo.window_start)));
           const proposed = (state.offers ?? []).filter((o) => o.site === s.id && inside(toMs(o.window_start)));
           const items = booked
             .map((wo) => `<li>${W.stateBadge('booked')} ${esc(wo.machine)}: ${esc(wo.components.map((c) => c.part_name || c.part).join(', '))}${wo.technician_name ? ` — ${esc(wo.technician_name)}` : ''}</li>`)
             .concat(proposed.map((o) => `<li>${W.stateBadge('proposed')} ${esc(o.machine)}: ${esc(o.components.map((c) => W.humanizeKey(c.component)).join(', '))}</li>`))
             .join('');
-          return `<tr><th scope="row">${esc(W.formatWindow(w.start, w.end, s.timezone))}</th>
+          const label = w.kind === 'stop' ? 'Planned stop' : 'Urgent visit, outside the planned stops';
+          return `<tr><th scope="row">${esc(W.formatWindow(w.start, w.end, s.timezone))} <span class="comp-meta">${esc(label)}</span></th>
             <td>${items ? `<ul class="plain">${items}</ul>` : '<span class="muted">Nothing planned</span>'}</td></tr>`;
         });
         return `<section class="site-calendar" aria-labelledby="cal-${esc(s.id)}">
@@ -548,7 +558,7 @@
           <p class="small"><a href="/api/v1/sites/${encodeURIComponent(s.id)}/calendar.ics">Subscribe: calendar of stops and visits (iCalendar)</a></p>
           <div class="table-scroll"><table class="data-table">
             <caption class="visually-hidden">Planned stops at ${esc(s.name)}</caption>
-            <thead><tr><th scope="col">Planned stop</th><th scope="col">Visits</th></tr></thead>
+            <thead><tr><th scope="col">When</th><th scope="col">Visits</th></tr></thead>
             <tbody>${rows.join('') || '<tr><td colspan="2">No planned stops in the coming weeks.</td></tr>'}</tbody>
           </table></div>
         </section>`;
@@ -601,12 +611,21 @@
     render();
   }
 
+  // The top of the page (fleet, machine chart) first; the long offer and calendar lists
+  // in the next task, so the first screen does not wait for their layout.
+  let restPending = false;
+
   function render() {
     renderSummary();
     renderMachines();
     renderDetail();
-    renderOffers();
-    renderCalendar();
+    if (restPending) return;
+    restPending = true;
+    setTimeout(() => {
+      restPending = false;
+      renderOffers();
+      renderCalendar();
+    }, 0);
   }
 
   // ---------------------------------------------------------------- interaction
