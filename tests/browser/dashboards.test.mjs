@@ -7,7 +7,7 @@
 //
 //   node tests/browser/dashboards.test.mjs
 //
-// WEARCAST_BIN: the binary (default target/debug/wearcast); CHROMIUM: the browser
+// BROWSER_TEST_BIN: the binary (default target/debug/wearcast); CHROMIUM: the browser
 // (default /usr/bin/chromium); SCREENSHOTS: where to save them (default
 // tests/browser/screenshots, gitignored); RENDER_BUDGET_MS: the most a view may take
 // to render, as the fastest of three loads (default 1000; the median may take three
@@ -23,7 +23,7 @@ import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, '../..');
-const BIN = process.env.WEARCAST_BIN ?? join(root, 'target/debug/wearcast');
+const BIN = process.env.BROWSER_TEST_BIN ?? join(root, 'target/debug/wearcast');
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const SHOTS = process.env.SCREENSHOTS ?? join(here, 'screenshots');
 const BUDGET_MS = Number(process.env.RENDER_BUDGET_MS ?? 1000);
@@ -133,7 +133,7 @@ async function watchedPage(context, name) {
   const page = await context.newPage();
   // The one expected error: accepting an offer the planner superseded a moment before
   // (409, which the page explains). Chromium logs it to the console too.
-  const raced = (res) => res.status() === 409 && res.request().method() === 'POST' && /\/offers\/[^/]+\/accept$/.test(res.url());
+  const raced = (res) => res.status() === 409 && res.request().method() === 'POST' && /\/offers\/[^/]+\/(accept|decline)$/.test(res.url());
   let racedConsole = 0;
   page.on('console', (msg) => {
     if (msg.type() !== 'error') return;
@@ -273,6 +273,29 @@ try {
   check(result.startsWith('Accepted'), `accepting failed: ${result}`);
   const wo = /work order (\S+)/.exec(result)?.[1];
   check(wo, `no work order named in: ${result}`);
+
+  // Decline another offer with a reason, after opening the list of stops it could move
+  // to (the same 409 race as above is retried).
+  let declined = '';
+  for (let attempt = 0; attempt < 3 && !/declined/.test(declined); attempt++) {
+    const more = machinePage.locator('#offers-list details.offer-more').first();
+    if ((await more.count()) === 0) break;
+    const id = await more.getAttribute('data-more');
+    await more.locator('summary').click();
+    await machinePage.waitForFunction((oid) => {
+      const select = document.getElementById(`pick-${oid}`);
+      return select && select.options.length > 0 && !/^Loading/.test(select.options[0].text);
+    }, id);
+    const stops = await more.locator('select option').count();
+    await more.locator('input[name="reason"]').fill('Browser test: our own staff replace it');
+    await machinePage.evaluate(() => { document.getElementById('offer-result').textContent = ''; });
+    await more.locator('form[data-decline-form] button[type="submit"]').click();
+    await machinePage.waitForFunction(() => /declined|failed/.test(document.getElementById('offer-result')?.textContent ?? ''), null, { timeout: 15000 });
+    declined = await machinePage.locator('#offer-result').textContent();
+    log(`decline ${id} (${stops} other stops listed): ${declined}`);
+  }
+  if (!declined) log('no second offer for this customer: decline not exercised');
+  else check(/declined/.test(declined), `declining failed: ${declined}`);
   await machinePage.close();
 
   // ---- service: the work order appears; complete it
