@@ -187,11 +187,14 @@ try {
   }
   await landing.close();
 
-  // Wait until the demo has proposed an offer (not an urgent visit: it has windows to pick).
-  const offer = await eventually('a proposed offer from the demo', 90000, async () => {
-    const offers = await api(base, '/api/v1/offers?status=proposed');
-    return offers.find((o) => !o.urgent) ?? offers[0];
-  });
+  // An open offer now (preferably not an urgent visit: it has other stops to pick). The
+  // demo's planner supersedes offers as risk rises, so each step asks again.
+  const currentOffer = (timeoutMs, customer) =>
+    eventually('a proposed offer from the demo', timeoutMs, async () => {
+      const offers = (await api(base, '/api/v1/offers?status=proposed')).filter((o) => !customer || o.customer === customer);
+      return offers.find((o) => !o.urgent) ?? offers[0];
+    });
+  let offer = await currentOffer(90000);
   log(`offer ${offer.id} for ${offer.machine} (${offer.customer})`);
 
   // Render times: navigation start to the view's main content, each view loaded RUNS
@@ -224,11 +227,12 @@ try {
   // ---- operator: fleet, machine chart, offers
   const op = await watchedPage(desktop, '/operator');
   await openView(op, base, `/operator${customerQuery}`, '#machines-table table');
-  await op.waitForSelector(`[data-offer="${offer.id}"] [data-accept]`);
+  await op.waitForSelector('#offers-list [data-accept]');
   await op.screenshot({ path: join(SHOTS, 'operator.png'), fullPage: true });
 
   await op.close();
 
+  offer = await currentOffer(30000, offer.customer);
   const component = offer.components[0].component;
   const machinePage = await watchedPage(desktop, '/operator#machine');
   await openView(
@@ -260,6 +264,7 @@ try {
   // offer between the page's refresh and the click; the page then says so, and the test
   // takes the next one.
   let result = '';
+  let lastAcceptLog = '';
   for (let attempt = 0; attempt < 4 && !result.startsWith('Accepted'); attempt++) {
     const button = machinePage.locator('#offers-list [data-accept]').first();
     await button.waitFor({ timeout: 15000 });
@@ -268,19 +273,25 @@ try {
     await button.click();
     await machinePage.waitForFunction(() => /^Accepted|failed/.test(document.getElementById('offer-result')?.textContent ?? ''), null, { timeout: 15000 });
     result = await machinePage.locator('#offer-result').textContent();
-    log(`accept ${id}: ${result}`);
+    lastAcceptLog = `accept ${id}: ${result}`;
+    log(lastAcceptLog);
   }
   check(result.startsWith('Accepted'), `accepting failed: ${result}`);
   const wo = /work order (\S+)/.exec(result)?.[1];
   check(wo, `no work order named in: ${result}`);
+  // The page refreshes after the accept: the accepted offer leaves the list.
+  const acceptedId = /accept (\S+):/.exec(lastAcceptLog)?.[1];
+  if (acceptedId) await machinePage.waitForSelector(`[data-offer="${acceptedId}"]`, { state: 'detached' });
 
   // Decline another offer with a reason, after opening the list of stops it could move
   // to (the same 409 race as above is retried).
   let declined = '';
   for (let attempt = 0; attempt < 3 && !/declined/.test(declined); attempt++) {
-    const more = machinePage.locator('#offers-list details.offer-more').first();
-    if ((await more.count()) === 0) break;
-    const id = await more.getAttribute('data-more');
+    const first = machinePage.locator('#offers-list details.offer-more').first();
+    if ((await first.count()) === 0) break;
+    // Pinned by id: the list re-renders (and reorders) as offers come and go.
+    const id = await first.getAttribute('data-more');
+    const more = machinePage.locator(`details[data-more="${id}"]`);
     await more.locator('summary').click();
     await machinePage.waitForFunction((oid) => {
       const select = document.getElementById(`pick-${oid}`);
