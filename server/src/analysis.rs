@@ -18,7 +18,7 @@ use wearcast_protocol::UnixMs;
 use wearcast_protocol::registry::ComponentSpec;
 
 use crate::model::online::{BucketReading, ChannelScale};
-use crate::model::{ComponentState, FleetKnowledge, RulEstimate};
+use crate::model::{ComponentState, FleetKnowledge, HiPoint, RulEstimate};
 use crate::store::{ChannelBucket, EndedLife, ModelComponent, Store, StoreError};
 
 /// Operating-condition channels live under this component.
@@ -219,6 +219,56 @@ pub async fn run_cycle(
     metrics::counter!("wearcast_model_buckets_total").increment(report.buckets_folded);
     metrics::counter!("wearcast_model_anomalies_total").increment(report.anomalies);
     Ok(report)
+}
+
+/// One component's health-index history for display: the current install's buckets
+/// (at most `settings.history_ms` back from `now`) folded through a fresh live-model
+/// state, the index read after each bucket. Read-only: the stored state and estimate are
+/// untouched, and the same functions as [`run_cycle`] compute it, so the history a
+/// dashboard draws is the one the model saw (up to where its state began, when an
+/// install is older than `history_ms`).
+pub async fn health_history(
+    store: &Store,
+    machine: &str,
+    now: UnixMs,
+    settings: &AnalysisSettings,
+) -> Result<Vec<(String, Vec<HiPoint>)>, StoreError> {
+    let components = store.model_components(machine).await?;
+    let since_of = |c: &ModelComponent| UnixMs(c.installed_at.0.max(now.0 - settings.history_ms));
+    let Some(earliest) = components.iter().map(since_of).min() else {
+        return Ok(Vec::new());
+    };
+    let operating = operating_buckets(
+        &store
+            .component_buckets(machine, OPERATING, earliest, settings.bucket_ms)
+            .await?,
+    );
+    let mut out = Vec::with_capacity(components.len());
+    for c in &components {
+        let key = c.spec.key.to_string();
+        let scales = channel_scales(&c.spec);
+        let buckets = store
+            .component_buckets(machine, &key, since_of(c), settings.bucket_ms)
+            .await?;
+        let mut state = ComponentState::new(c.installed_at);
+        let mut points = Vec::new();
+        for r in complete(
+            readings(&buckets, &scales, &operating),
+            now,
+            settings.bucket_ms,
+        ) {
+            let before = state.buckets;
+            state.update(&r, &scales, settings.bucket_ms);
+            if state.buckets > before {
+                points.push(HiPoint {
+                    t: r.t,
+                    hi: state.health_index_now(),
+                });
+            }
+        }
+        out.push((key, points));
+    }
+    Ok(out)
 }
 
 /// Records the life that `old` watched, which ended when `c` was installed.

@@ -138,6 +138,7 @@ impl Server {
             max_future_ms: config.max_future.as_millis() as i64,
             planning: Arc::new(planning),
             analytics: Arc::new(config.analytics.clone()),
+            analysis: Arc::new(analysis.clone()),
         };
         let server = Self {
             listener,

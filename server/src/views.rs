@@ -78,6 +78,41 @@ pub struct MachineDetail {
     pub channels: Vec<String>,
 }
 
+/// What the machine page charts per component: the health-index history, the fitted
+/// trend drawn forward, the failure threshold and the remaining-life band as instants.
+#[derive(Clone, Debug, Serialize)]
+pub struct ComponentHealthHistoryView {
+    pub component: String,
+    pub name: String,
+    pub status: String,
+    pub installed_at: Rfc3339,
+    /// The health index at which the component counts as failed (0 is as new).
+    pub failure_level: f64,
+    /// One point per model bucket of the current install, oldest first.
+    pub history: Vec<crate::model::HiPoint>,
+    /// The fitted trend from the onset to past the P90 crossing; empty without one.
+    pub trend: Vec<crate::model::HiPoint>,
+    pub trend_shape: Option<crate::model::TrendShape>,
+    /// What the estimate rests on (`trend`, `healthy_signal`, `fleet_prior`, ...).
+    pub basis: Option<String>,
+    pub estimate_at: Option<Rfc3339>,
+    pub onset_at: Option<Rfc3339>,
+    /// The estimate's RUL quantiles as instants; `None` when not in sight.
+    pub rul_p10_at: Option<Rfc3339>,
+    pub rul_p50_at: Option<Rfc3339>,
+    pub rul_p90_at: Option<Rfc3339>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct MachineHealthHistoryView {
+    pub machine: String,
+    pub site: String,
+    /// The site's IANA time zone, for the chart's dates.
+    pub timezone: String,
+    pub bucket_hours: f64,
+    pub components: Vec<ComponentHealthHistoryView>,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct TelemetryWindowView {
     pub start: Rfc3339,

@@ -202,7 +202,10 @@ async fn the_demo_streams_predicts_offers_and_survives_bad_input() {
     );
     let (status, html) = p.get_status("/").await;
     assert_eq!(status, 200);
-    assert!(html.contains("Wearcast") && html.contains("/assets/app.js"));
+    assert!(html.contains("Wearcast") && html.contains("href=\"/operator\""));
+    let (status, html) = p.get_status("/operator").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("/assets/operator.js"));
 
     // 3. A reading from an external client (mosquitto_pub) is stored within 30 s.
     let machine = machines[0]["id"].as_str().unwrap().to_string();

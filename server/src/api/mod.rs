@@ -44,6 +44,9 @@ pub struct AppState {
     pub planning: Arc<crate::planning::PlanningSettings>,
     /// `[server.analytics]`: survey links, health thresholds, LTV parameters.
     pub analytics: Arc<crate::analytics::AnalyticsConfig>,
+    /// The model cycle's bucket size and history depth: the health history the
+    /// dashboards draw is replayed with the same ones.
+    pub analysis: Arc<crate::analysis::AnalysisSettings>,
 }
 
 pub struct RegistryCache {

@@ -159,6 +159,27 @@ pub enum RulDistribution {
 }
 
 impl RulDistribution {
+    /// The variant's name as serialised (`kind`), for display.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Trend(_) => "trend",
+            Self::BoundedTrend { .. } => "bounded_trend",
+            Self::FleetPrior { .. } => "fleet_prior",
+            Self::HealthySignal { .. } => "healthy_signal",
+            Self::SinceOnset { .. } => "since_onset",
+            Self::Mixture(_) => "mixture",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// The fitted degradation trend, when the distribution rests on one.
+    pub fn trend(&self) -> Option<&TrendFit> {
+        match self {
+            Self::Trend(fit) | Self::BoundedTrend { trend: fit, .. } => Some(fit),
+            _ => None,
+        }
+    }
+
     /// P(failure within `hours` from the estimate).
     pub fn p_fail_within(&self, hours: f64) -> f64 {
         if hours <= 0.0 {

@@ -74,6 +74,16 @@ impl TrendFit {
         (slope > 0.0).then(|| self.gap / slope)
     }
 
+    /// The fitted health index `hours` after the fit instant (negative: before it), for
+    /// drawing the trend next to the history it was fitted to.
+    pub fn hi_at(&self, hours: f64) -> f64 {
+        let v = self.level + self.slope_per_h * hours;
+        match self.shape {
+            TrendShape::Linear => v,
+            TrendShape::Exponential => v.exp(),
+        }
+    }
+
     /// Current rate of change of the HI itself, per hour.
     pub fn hi_slope_now_per_h(&self) -> f64 {
         match self.shape {
@@ -190,4 +200,38 @@ pub fn fit_trend(points: &[HiPoint], now: UnixMs) -> Option<TrendFit> {
         dof: (n_eff - 2.0).max(1.0),
         rmse_hi: (sse_hi(shape, &fit) / sw).sqrt(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fit(shape: TrendShape, level: f64, slope_per_h: f64) -> TrendFit {
+        let failure = match shape {
+            TrendShape::Linear => 1.0,
+            TrendShape::Exponential => 0.0,
+        };
+        TrendFit {
+            shape,
+            level,
+            gap: failure - level,
+            slope_per_h,
+            slope_se: 0.1 * slope_per_h,
+            dof: 30.0,
+            rmse_hi: 0.01,
+        }
+    }
+
+    #[test]
+    fn the_drawn_trend_reaches_the_failure_level_where_the_median_crossing_is() {
+        for f in [
+            fit(TrendShape::Linear, 0.4, 0.01),
+            fit(TrendShape::Exponential, 0.4f64.ln(), 0.02),
+        ] {
+            assert!((f.hi_at(0.0) - 0.4).abs() < 1e-12, "{f:?}");
+            let p50 = f.crossing_quantile(0.5).unwrap();
+            assert!((f.hi_at(p50) - 1.0).abs() < 1e-9, "{f:?}: {}", f.hi_at(p50));
+            assert!(f.hi_at(-24.0) < 0.4, "it was lower a day before");
+        }
+    }
 }

@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod dashboards;
 mod notifications;
 mod support;
 mod workflow;
