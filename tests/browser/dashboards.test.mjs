@@ -61,10 +61,11 @@ if (!existsSync(BIN)) {
 /** Starts `wearcast up --demo` on free ports; resolves with its dashboard URL. */
 function startPlatform() {
   const dir = mkdtempSync(join(tmpdir(), 'wearcast-browser-'));
+  // The demo's simulated customers (src/demo.rs) would race this test for its offers.
   const child = spawn(
     BIN,
     ['up', '--demo', '--http-listen', '127.0.0.1:0', '--mqtt-listen', '127.0.0.1:0', '--data-dir', join(dir, 'data')],
-    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: 'warn' } },
+    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: 'warn', WEARCAST_DEMO__ACTORS: 'false' } },
   );
   const stderr = [];
   child.stderr.on('data', (d) => {
