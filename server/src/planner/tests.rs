@@ -27,6 +27,7 @@ fn estimate(p50_h: f64, rel_se: f64) -> RulEstimate {
         slope_se: rel_se * slope,
         dof: 200.0,
         rmse_hi: 0.01,
+        offset: 0.0,
     });
     RulEstimate {
         computed_at: NOW,
