@@ -372,23 +372,27 @@ pub async fn scorecard(
     let mut observed: HashSet<(String, UnixMs)> = HashSet::new();
     let mut channel_of: std::collections::HashMap<String, Option<String>> = Default::default();
     for (machine, _, at) in truth.failures.iter().filter(|f| from <= f.2 && f.2 < to) {
-        if !channel_of.contains_key(machine) {
-            let detail = get(format!("/machines/{machine}")).await?;
-            let channels: Vec<&str> = detail["channels"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|c| c.as_str())
-                .collect();
-            // An operating channel is sent whatever the components do.
-            let channel = channels
-                .iter()
-                .find(|c| c.starts_with("op."))
-                .or(channels.first())
-                .map(|c| c.to_string());
-            channel_of.insert(machine.clone(), channel);
-        }
-        let Some(channel) = &channel_of[machine] else {
+        let channel = match channel_of.get(machine) {
+            Some(channel) => channel.clone(),
+            None => {
+                let detail = get(format!("/machines/{machine}")).await?;
+                let channels: Vec<&str> = detail["channels"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|c| c.as_str())
+                    .collect();
+                // An operating channel is sent whatever the components do.
+                let channel = channels
+                    .iter()
+                    .find(|c| c.starts_with("op."))
+                    .or(channels.first())
+                    .map(|c| c.to_string());
+                channel_of.insert(machine.clone(), channel.clone());
+                channel
+            }
+        };
+        let Some(channel) = channel else {
             continue;
         };
         let since = at.plus_hours(-rule.silent_h);
