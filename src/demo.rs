@@ -322,43 +322,130 @@ impl DemoActors {
 
 /// How the live platform did against the simulator's ground truth over `[from, to)`:
 /// failures that got an offer with a window before them, lead time, parts replaced
-/// with more than half their life left (`wearcast_server::backtest::fleet_score`).
+/// with more than half their life left (`wearcast_server::backtest::fleet_score`);
+/// both the raw figure and the steady-state one, which leaves out the failures of the
+/// warm-up (the longest part lead time plus a week, [`SteadyStateRule::for_lead_time`])
+/// and of machines silent in the week before their failure.
+///
+/// [`SteadyStateRule::for_lead_time`]: wearcast_server::backtest::fleet_score::SteadyStateRule::for_lead_time
 pub async fn scorecard(
     http: std::net::SocketAddr,
     truth: &std::path::Path,
     from: UnixMs,
     to: UnixMs,
-) -> anyhow::Result<wearcast_server::backtest::fleet_score::FleetScore> {
-    use wearcast_server::backtest::fleet_score::{parse_offers, parse_truth, score};
+) -> anyhow::Result<Scorecard> {
+    use wearcast_server::backtest::fleet_score::{
+        SteadyStateRule, parse_offers, parse_truth, score, steady_state,
+    };
     let text = std::fs::read_to_string(truth)
         .with_context(|| format!("cannot read the ground truth {}", truth.display()))?;
     let truth = parse_truth(&text).map_err(|e| anyhow::anyhow!("{}: {e}", truth.display()))?;
-    let offers: serde_json::Value = reqwest::Client::new()
-        .get(format!("http://{http}/api/v1/offers"))
-        .timeout(Duration::from_secs(30))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
+    let client = reqwest::Client::new();
+    let get = |path: String| {
+        let client = client.clone();
+        async move {
+            let url = format!("http://{http}/api/v1{path}");
+            let value: serde_json::Value = client
+                .get(&url)
+                .timeout(Duration::from_secs(30))
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await
+                .with_context(|| format!("GET {url}"))?;
+            anyhow::Ok(value)
+        }
+    };
+    let offers = get("/offers".into()).await?;
     let offers = parse_offers(&offers).map_err(|e| anyhow::anyhow!("the offers: {e}"))?;
-    Ok(score(&truth, &offers, from, to))
+    let longest_lead_days = get("/parts".into())
+        .await?
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["lead_time_days"].as_f64())
+        .fold(0.0, f64::max);
+    let rule = SteadyStateRule::for_lead_time(longest_lead_days);
+
+    // Which machines sent telemetry in the week before each of their failures.
+    let mut observed: HashSet<(String, UnixMs)> = HashSet::new();
+    let mut channel_of: std::collections::HashMap<String, Option<String>> = Default::default();
+    for (machine, _, at) in truth.failures.iter().filter(|f| from <= f.2 && f.2 < to) {
+        let channel = match channel_of.get(machine) {
+            Some(channel) => channel.clone(),
+            None => {
+                let detail = get(format!("/machines/{machine}")).await?;
+                let channels: Vec<&str> = detail["channels"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|c| c.as_str())
+                    .collect();
+                // An operating channel is sent whatever the components do.
+                let channel = channels
+                    .iter()
+                    .find(|c| c.starts_with("op."))
+                    .or(channels.first())
+                    .map(|c| c.to_string());
+                channel_of.insert(machine.clone(), channel.clone());
+                channel
+            }
+        };
+        let Some(channel) = channel else {
+            continue;
+        };
+        let since = at.plus_hours(-rule.silent_h);
+        let windows = get(format!(
+            "/machines/{machine}/telemetry?channel={channel}&from={}&to={}&limit=1",
+            since.0, at.0
+        ))
+        .await?;
+        if windows["windows"].as_array().is_some_and(|w| !w.is_empty()) {
+            observed.insert((machine.clone(), *at));
+        }
+    }
+    let steady = steady_state(&truth, &offers, from, to, rule, |m, _, at| {
+        observed.contains(&(m.to_string(), at))
+    });
+    Ok(Scorecard {
+        raw: score(&truth, &offers, from, to),
+        steady,
+        rule,
+    })
+}
+
+/// The demo's scorecard: the raw figures and the steady-state in-time share.
+#[derive(Clone, Debug)]
+pub struct Scorecard {
+    pub raw: wearcast_server::backtest::fleet_score::FleetScore,
+    pub steady: wearcast_server::backtest::fleet_score::SteadyScore,
+    pub rule: wearcast_server::backtest::fleet_score::SteadyStateRule,
 }
 
 /// The scorecard as a few lines for the terminal.
-pub fn scorecard_lines(
-    s: &wearcast_server::backtest::fleet_score::FleetScore,
-    days: f64,
-) -> Vec<String> {
+pub fn scorecard_lines(card: &Scorecard, days: f64) -> Vec<String> {
+    let s = &card.raw;
+    let st = &card.steady;
     let pct = |x: Option<f64>| x.map_or("-".into(), |x| format!("{:.0}%", 100.0 * x));
     let hours = |x: Option<f64>| x.map_or("-".into(), |x| format!("{x:.0} h"));
-    vec![
+    let mut lines = vec![
         format!("Demo scorecard ({days:.1} platform days, against the simulator's ground truth):"),
         format!(
             "  failures with an offer in a window before them: {}/{} ({})",
             s.failures_with_offer_in_time,
             s.failures,
             pct((s.failures > 0).then_some(s.share_offered_in_time))
+        ),
+        format!(
+            "    steady state: {}/{} ({}); left out: {} in the first {:.0} days (warm-up: longest lead time + a week), {} of machines silent in the {:.0} days before",
+            st.failures_with_offer_in_time,
+            st.failures,
+            pct(st.share_offered_in_time),
+            st.excluded_warm_up,
+            card.rule.warm_up_h / 24.0,
+            st.excluded_unobservable,
+            card.rule.silent_h / 24.0
         ),
         format!(
             "  lead time, offer to failure: median {}, 10th percentile {}",
@@ -371,5 +458,18 @@ pub fn scorecard_lines(
             s.replacements_over_half_life_left,
             pct(s.share_replaced_over_half_life_left)
         ),
-    ]
+    ];
+    for m in &st.misses {
+        lines.push(format!(
+            "    missed: {} {} failed at {} ({})",
+            m.machine,
+            m.component,
+            m.at.to_rfc3339(),
+            match m.late_by_h {
+                Some(h) => format!("first window {h:.0} h after the failure"),
+                None => "no offer".to_string(),
+            }
+        ));
+    }
+    lines
 }

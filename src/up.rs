@@ -304,12 +304,12 @@ pub async fn run(
         let to = clock.now();
         let truth = data_dir.join("ground-truth.jsonl");
         match crate::demo::scorecard(http, &truth, started_at, to).await {
-            Ok(score) => {
+            Ok(card) => {
                 let days = started_at.hours_until(to) / 24.0;
-                for line in crate::demo::scorecard_lines(&score, days) {
+                for line in crate::demo::scorecard_lines(&card, days) {
                     ops::say!("{line}");
                 }
-                info!(?score, "demo scorecard");
+                info!(score = ?card.raw, steady = ?card.steady, "demo scorecard");
             }
             Err(e) => warn!(error = %format!("{e:#}"), "no demo scorecard"),
         }

@@ -18,7 +18,8 @@ pub struct ServerConfig {
     /// Real time between analysis cycles (model refresh and planning).
     #[serde(with = "humantime_serde")]
     pub analysis_interval: Duration,
-    /// Failure risk within this horizon (clock time) makes a component worth an offer.
+    /// Failure risk within this horizon beyond the part's lead time (clock time) makes a
+    /// component worth an offer.
     #[serde(with = "humantime_serde")]
     pub planning_horizon: Duration,
     /// Risk tolerance for customers without a contract.
@@ -150,7 +151,7 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("wearcast-data"),
             registry: None,
             analysis_interval: Duration::from_secs(10),
-            planning_horizon: Duration::from_secs(21 * 24 * 3600),
+            planning_horizon: Duration::from_secs(14 * 24 * 3600),
             default_risk_tolerance: crate::planner::DEFAULT_RISK_TOLERANCE,
             max_body_bytes: 32 * 1024 * 1024,
             request_timeout: Duration::from_secs(30),

@@ -143,11 +143,11 @@ fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
     Some(sorted[i])
 }
 
-/// Scores the platform over `[from, to)`: failures in that period, replacements and
-/// offers made in it.
-pub fn score(truth: &GroundTruth, offers: &[OfferRecord], from: UnixMs, to: UnixMs) -> FleetScore {
-    let in_period = |t: UnixMs| from <= t && t < to;
-    let mut lives: HashMap<(&str, &str), Vec<&TruthLife>> = HashMap::new();
+/// The lives of each component, oldest first.
+type LivesByComponent<'a> = HashMap<(&'a str, &'a str), Vec<&'a TruthLife>>;
+
+fn lives_by_component(truth: &GroundTruth) -> LivesByComponent<'_> {
+    let mut lives: LivesByComponent<'_> = HashMap::new();
     for l in &truth.lives {
         lives
             .entry((l.machine.as_str(), l.component.as_str()))
@@ -158,24 +158,55 @@ pub fn score(truth: &GroundTruth, offers: &[OfferRecord], from: UnixMs, to: Unix
         v.sort_by_key(|l| l.installed_at);
         v.dedup_by_key(|l| l.installed_at);
     }
-    let offers_of = |machine: &str, component: &str, life: &TruthLife| -> Vec<&OfferRecord> {
-        let mut v: Vec<&OfferRecord> = offers
-            .iter()
-            .filter(|o| {
-                o.machine == machine
-                    && o.components.iter().any(|c| c == component)
-                    && o.created_at >= life.installed_at
-                    && o.created_at < life.fails_at
-            })
-            .collect();
-        v.sort_by_key(|o| o.created_at);
-        v
-    };
+    lives
+}
 
-    let mut s = FleetScore::default();
-    let (mut leads, mut margins) = (Vec::new(), Vec::new());
+/// The offers made for `component` of `machine` while `life` was installed, oldest first.
+fn offers_of<'a>(
+    offers: &'a [OfferRecord],
+    machine: &str,
+    component: &str,
+    life: &TruthLife,
+) -> Vec<&'a OfferRecord> {
+    let mut v: Vec<&OfferRecord> = offers
+        .iter()
+        .filter(|o| {
+            o.machine == machine
+                && o.components.iter().any(|c| c == component)
+                && o.created_at >= life.installed_at
+                && o.created_at < life.fails_at
+        })
+        .collect();
+    v.sort_by_key(|o| o.created_at);
+    v
+}
+
+/// How one failure of the ground truth was served.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FailureOutcome {
+    pub machine: String,
+    pub component: String,
+    pub at: UnixMs,
+    /// Hours from the first offer with a window before the failure to the failure,
+    /// and from that window's start to the failure; `None` when there was none.
+    pub lead_h: Option<f64>,
+    pub margin_h: Option<f64>,
+    /// When there was no offer in time: how many hours after the failure the first
+    /// offer's window started (`None`: no offer at all).
+    pub late_by_h: Option<f64>,
+}
+
+/// Every failure in `[from, to)` with what the platform offered for it.
+pub fn failure_outcomes(
+    truth: &GroundTruth,
+    offers: &[OfferRecord],
+    from: UnixMs,
+    to: UnixMs,
+) -> Vec<FailureOutcome> {
+    let lives = lives_by_component(truth);
+    let mut out = Vec::new();
     for (machine, component, at) in &truth.failures {
-        if !in_period(*at) {
+        if !(from <= *at && *at < to) {
             continue;
         }
         let Some(life) = lives
@@ -184,17 +215,36 @@ pub fn score(truth: &GroundTruth, offers: &[OfferRecord], from: UnixMs, to: Unix
         else {
             continue;
         };
-        s.failures += 1;
-        let in_time: Vec<&OfferRecord> = offers_of(machine, component, life)
-            .into_iter()
-            .filter(|o| o.window_start < *at)
-            .collect();
-        if let Some(first) = in_time.first() {
-            s.failures_with_offer_in_time += 1;
-            leads.push(first.created_at.hours_until(*at));
-            margins.push(first.window_start.hours_until(*at));
-        }
+        let made = offers_of(offers, machine, component, life);
+        let first_in_time = made.iter().find(|o| o.window_start < *at);
+        out.push(FailureOutcome {
+            machine: machine.clone(),
+            component: component.clone(),
+            at: *at,
+            lead_h: first_in_time.map(|o| o.created_at.hours_until(*at)),
+            margin_h: first_in_time.map(|o| o.window_start.hours_until(*at)),
+            late_by_h: match first_in_time {
+                Some(_) => None,
+                None => made.first().map(|o| at.hours_until(o.window_start)),
+            },
+        });
     }
+    out.sort_by_key(|f| f.at);
+    out
+}
+
+/// Scores the platform over `[from, to)`: failures in that period, replacements and
+/// offers made in it.
+pub fn score(truth: &GroundTruth, offers: &[OfferRecord], from: UnixMs, to: UnixMs) -> FleetScore {
+    let in_period = |t: UnixMs| from <= t && t < to;
+    let lives = lives_by_component(truth);
+
+    let mut s = FleetScore::default();
+    let outcomes = failure_outcomes(truth, offers, from, to);
+    s.failures = outcomes.len();
+    let mut leads: Vec<f64> = outcomes.iter().filter_map(|f| f.lead_h).collect();
+    let mut margins: Vec<f64> = outcomes.iter().filter_map(|f| f.margin_h).collect();
+    s.failures_with_offer_in_time = leads.len();
     s.share_offered_in_time = if s.failures > 0 {
         s.failures_with_offer_in_time as f64 / s.failures as f64
     } else {
@@ -219,7 +269,7 @@ pub fn score(truth: &GroundTruth, offers: &[OfferRecord], from: UnixMs, to: Unix
             }
         }
         for life in v {
-            let Some(first) = offers_of(machine, component, life)
+            let Some(first) = offers_of(offers, machine, component, life)
                 .into_iter()
                 .find(|o| in_period(o.created_at))
             else {
@@ -240,6 +290,88 @@ pub fn score(truth: &GroundTruth, offers: &[OfferRecord], from: UnixMs, to: Unix
     s.share_replaced_over_half_life_left =
         share(s.replacements_over_half_life_left, s.replacements);
     s.share_offered_over_half_life_left = share(s.offered_over_half_life_left, s.offered_lives);
+    s
+}
+
+/// Which failures the steady-state figure counts. The raw figure counts every failure
+/// after the start; two kinds nothing could have served are left out of this one:
+///
+/// - **warm-up**: failures within `warm_up_h` of the start. The fleet starts with
+///   parts already worn (the demo puts some near failure on purpose), and an offer
+///   needs the part's lead time plus a visit; the default, [`SteadyStateRule::for_lead_time`],
+///   is the longest part lead time plus a week (the time to see a trend).
+/// - **unobservable**: failures of machines that sent no telemetry in the
+///   `silent_h` hours before (a machine that went quiet: no signal, no prediction).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct SteadyStateRule {
+    pub warm_up_h: f64,
+    pub silent_h: f64,
+}
+
+/// Hours of silence before a failure that make it unobservable.
+pub const SILENT_BEFORE_FAILURE_H: f64 = 7.0 * 24.0;
+/// What the warm-up adds to the longest lead time: time to see a trend.
+pub const WARM_UP_BEYOND_LEAD_TIME_H: f64 = 7.0 * 24.0;
+
+impl SteadyStateRule {
+    /// The warm-up is the longest part lead time plus a week; silence a week.
+    pub fn for_lead_time(longest_lead_time_days: f64) -> Self {
+        Self {
+            warm_up_h: longest_lead_time_days.max(0.0) * 24.0 + WARM_UP_BEYOND_LEAD_TIME_H,
+            silent_h: SILENT_BEFORE_FAILURE_H,
+        }
+    }
+}
+
+/// The in-time figure over the failures that could have been served.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct SteadyScore {
+    /// Failures counted: after the warm-up, of machines that were sending telemetry.
+    pub failures: usize,
+    pub failures_with_offer_in_time: usize,
+    pub share_offered_in_time: Option<f64>,
+    /// Failures left out because they came during the warm-up.
+    pub excluded_warm_up: usize,
+    /// Failures left out (after the warm-up) because their machine was silent.
+    pub excluded_unobservable: usize,
+    pub lead_time_median_h: Option<f64>,
+    /// The counted failures without an offer in time.
+    pub misses: Vec<FailureOutcome>,
+}
+
+/// The steady-state figure over `[from, to)`: `observed(machine, from, to)` says
+/// whether the machine sent any telemetry in `[from, to)`.
+pub fn steady_state(
+    truth: &GroundTruth,
+    offers: &[OfferRecord],
+    from: UnixMs,
+    to: UnixMs,
+    rule: SteadyStateRule,
+    observed: impl Fn(&str, UnixMs, UnixMs) -> bool,
+) -> SteadyScore {
+    let warm_until = from.plus_hours(rule.warm_up_h);
+    let mut s = SteadyScore::default();
+    let mut leads = Vec::new();
+    for f in failure_outcomes(truth, offers, from, to) {
+        if f.at < warm_until {
+            s.excluded_warm_up += 1;
+        } else if !observed(&f.machine, f.at.plus_hours(-rule.silent_h), f.at) {
+            s.excluded_unobservable += 1;
+        } else {
+            s.failures += 1;
+            match f.lead_h {
+                Some(lead) => {
+                    s.failures_with_offer_in_time += 1;
+                    leads.push(lead);
+                }
+                None => s.misses.push(f),
+            }
+        }
+    }
+    s.share_offered_in_time =
+        (s.failures > 0).then(|| s.failures_with_offer_in_time as f64 / s.failures as f64);
+    leads.sort_by(f64::total_cmp);
+    s.lead_time_median_h = quantile(&leads, 0.5);
     s
 }
 
@@ -316,5 +448,46 @@ mod tests {
         assert_eq!(o[0].created_at.hours_until(o[0].window_start), 48.0);
         let e = parse_truth("{\"record\":\"life\"}\n").unwrap_err();
         assert!(e.starts_with("line 1:"), "{e}");
+    }
+
+    #[test]
+    fn the_steady_state_leaves_out_the_warm_up_and_silent_machines_and_says_so() {
+        let text = [
+            life("m1", 0, 10, 50), // fails during the warm-up
+            failure("m1", 50),
+            life("m2", 0, 300, 500), // after the warm-up, silent machine
+            failure("m2", 500),
+            life("m3", 0, 300, 600), // counted, offered in time
+            failure("m3", 600),
+            life("m4", 0, 300, 700), // counted, offered too late
+            failure("m4", 700),
+        ]
+        .join("\n");
+        let truth = parse_truth(&text).unwrap();
+        let offers = [
+            offer("m1", 20, 60),
+            offer("m3", 400, 550),
+            offer("m4", 650, 710),
+        ];
+        let rule = SteadyStateRule {
+            warm_up_h: 100.0,
+            silent_h: 168.0,
+        };
+        let observed = |m: &str, from: UnixMs, to: UnixMs| {
+            assert_eq!(from.hours_until(to), 168.0);
+            m != "m2"
+        };
+        let s = steady_state(&truth, &offers, UnixMs(0), UnixMs(2000 * H), rule, observed);
+        assert_eq!((s.excluded_warm_up, s.excluded_unobservable), (1, 1));
+        assert_eq!((s.failures, s.failures_with_offer_in_time), (2, 1));
+        assert_eq!(s.share_offered_in_time, Some(0.5));
+        assert_eq!(s.lead_time_median_h, Some(200.0));
+        assert_eq!(s.misses.len(), 1);
+        assert_eq!(s.misses[0].machine, "m4");
+        assert_eq!(s.misses[0].late_by_h, Some(10.0));
+        // The raw figure still counts all four.
+        let raw = score(&truth, &offers, UnixMs(0), UnixMs(2000 * H));
+        assert_eq!((raw.failures, raw.failures_with_offer_in_time), (4, 1));
+        assert_eq!(SteadyStateRule::for_lead_time(10.0).warm_up_h, 17.0 * 24.0);
     }
 }

@@ -16,9 +16,10 @@
 //! 4. **Onset**: a one-sided CUSUM of the HI above its healthy level, with an
 //!    allowance of a few noise standard deviations, raises the onset alarm; the onset
 //!    is where that excursion began. A long return to healthy clears it.
-//! 5. **Trend**: from the onset on, recency-weighted least squares of a linear and an
-//!    exponential trend kept as discounted sufficient statistics; the one with the
-//!    smaller one-step-ahead error is used. The slope gets a conjugate normal prior from
+//! 5. **Trend**: from the onset on, recency-weighted least squares of a linear trend
+//!    and of exponential ones, ln(HI + c) linear in time for a few offsets c (wear that
+//!    starts flat and accelerates, [`EXP_OFFSETS`]), kept as discounted sufficient
+//!    statistics; the one with the smallest one-step-ahead error is used. The slope gets a conjugate normal prior from
 //!    the fleet (the rate that would use up the part type's warning interval), so a
 //!    short trend is not trusted more than the fleet's experience.
 //!
@@ -336,18 +337,49 @@ impl Discounted {
     }
 }
 
-/// Which trend shape the stats are for.
-fn transform(shape: TrendShape, hi: f64) -> f64 {
-    match shape {
-        TrendShape::Linear => hi,
-        TrendShape::Exponential => hi.max(HI_FLOOR).ln(),
+/// The offsets c of the shifted exponential trends, ln(HI + c) = a + b·τ, fitted next
+/// to the linear one and the pure exponential (c = 0). Wear that follows
+/// HI = A·(e^(bτ) − 1) from its onset (flat at first, then accelerating; the
+/// exponential degradation model with an intercept, as in MATLAB's
+/// `exponentialDegradationModel`) is a straight line in ln(HI + A); which c fits a
+/// component is read off the one-step forecast errors like the choice between linear
+/// and exponential. Small c: a sharp late run-away; large c: close to linear.
+pub const EXP_OFFSETS: [f64; 4] = [0.03, 0.1, 0.3, 1.0];
+
+/// A trend form: the shape and, for the exponential, its offset.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Form {
+    Linear,
+    Exp(f64),
+}
+
+impl Form {
+    fn shape(self) -> TrendShape {
+        match self {
+            Form::Linear => TrendShape::Linear,
+            Form::Exp(_) => TrendShape::Exponential,
+        }
+    }
+
+    fn offset(self) -> f64 {
+        match self {
+            Form::Linear => 0.0,
+            Form::Exp(c) => c,
+        }
     }
 }
 
-fn untransform(shape: TrendShape, y: f64) -> f64 {
-    match shape {
-        TrendShape::Linear => y,
-        TrendShape::Exponential => y.exp(),
+fn transform(form: Form, hi: f64) -> f64 {
+    match form {
+        Form::Linear => hi,
+        Form::Exp(c) => (hi + c).max(HI_FLOOR).ln(),
+    }
+}
+
+fn untransform(form: Form, y: f64) -> f64 {
+    match form {
+        Form::Linear => y,
+        Form::Exp(c) => y.exp() - c,
     }
 }
 
@@ -357,6 +389,10 @@ struct TrendState {
     last_tau: f64,
     linear: Discounted,
     exponential: Discounted,
+    /// One per [`EXP_OFFSETS`] (empty in a state saved before they existed: then only
+    /// the linear and the pure exponential trend are fitted).
+    #[serde(default)]
+    shifted: Vec<Discounted>,
     /// HI at the alarm, for the fleet prior on the slope.
     hi_at_alarm: f64,
 }
@@ -368,49 +404,73 @@ impl TrendState {
             last_tau: 0.0,
             linear: Discounted::default(),
             exponential: Discounted::default(),
+            shifted: vec![Discounted::default(); EXP_OFFSETS.len()],
             hi_at_alarm,
         }
+    }
+
+    /// Every form this state fits.
+    fn forms(&self) -> Vec<Form> {
+        let mut forms = vec![Form::Linear, Form::Exp(0.0)];
+        if self.shifted.len() == EXP_OFFSETS.len() {
+            forms.extend(EXP_OFFSETS.iter().map(|c| Form::Exp(*c)));
+        }
+        forms
     }
 
     fn add(&mut self, t: UnixMs, hi: f64) {
         let tau = self.origin.hours_until(t).max(0.0);
         let half_life = (RECENCY_SHARE * tau).max(MIN_HALF_LIFE_H);
         let lambda = 0.5f64.powf((tau - self.last_tau).max(0.0) / half_life);
-        for shape in [TrendShape::Linear, TrendShape::Exponential] {
-            let d = self.stats_mut(shape);
+        for form in self.forms() {
+            let d = self.stats_mut(form);
             d.discount(lambda);
             if let Some((a, b)) = d.line() {
-                let e = hi - untransform(shape, a + b * tau);
+                let e = hi - untransform(form, a + b * tau);
                 d.record_error(e);
             }
-            d.add(tau, transform(shape, hi));
+            d.add(tau, transform(form, hi));
         }
         self.last_tau = tau;
     }
 
-    fn stats_mut(&mut self, shape: TrendShape) -> &mut Discounted {
-        match shape {
-            TrendShape::Linear => &mut self.linear,
-            TrendShape::Exponential => &mut self.exponential,
+    fn stats_mut(&mut self, form: Form) -> &mut Discounted {
+        match form {
+            Form::Linear => &mut self.linear,
+            Form::Exp(c) => match EXP_OFFSETS.iter().position(|o| *o == c) {
+                Some(i) => &mut self.shifted[i],
+                None => &mut self.exponential,
+            },
         }
     }
 
-    fn stats(&self, shape: TrendShape) -> &Discounted {
-        match shape {
-            TrendShape::Linear => &self.linear,
-            TrendShape::Exponential => &self.exponential,
+    fn stats(&self, form: Form) -> &Discounted {
+        match form {
+            Form::Linear => &self.linear,
+            Form::Exp(c) => match EXP_OFFSETS.iter().position(|o| *o == c) {
+                Some(i) => &self.shifted[i],
+                None => &self.exponential,
+            },
         }
+    }
+
+    /// The form that forecasts best (smallest discounted one-step error); until the
+    /// others have forecast, the linear one.
+    fn best_form(&self) -> Form {
+        let mut best = Form::Linear;
+        for form in self.forms().into_iter().skip(1) {
+            let d = self.stats(form);
+            if d.e2 > 0.0 && d.e2 < self.stats(best).e2 {
+                best = form;
+            }
+        }
+        best
     }
 
     /// The trend at `now`, with the fleet's prior on the slope.
     fn fit(&self, now: UnixMs, warning: WarningInterval) -> Option<TrendFit> {
-        // The shape that forecasts better; until both have forecast, the linear one.
-        let shape = if self.exponential.e2 > 0.0 && self.exponential.e2 < self.linear.e2 {
-            TrendShape::Exponential
-        } else {
-            TrendShape::Linear
-        };
-        let d = self.stats(shape);
+        let form = self.best_form();
+        let d = self.stats(form);
         let (_, b) = d.line()?;
         let mx = d.wx / d.w;
         let my = d.wy / d.w;
@@ -432,8 +492,8 @@ impl TrendState {
 
         // The fleet's prior on the slope: the rate that uses up a typical warning
         // interval from the HI at the alarm to failure.
-        let failure_level = transform(shape, 1.0);
-        let start = transform(shape, self.hi_at_alarm.clamp(HI_FLOOR, 0.9));
+        let failure_level = transform(form, 1.0);
+        let start = transform(form, self.hi_at_alarm.clamp(HI_FLOOR, 0.9));
         let b0 = (failure_level - start) / warning.median_h.max(1.0);
         let s0 = (PRIOR_REL_SD * b0.abs()).max(1e-12);
         let precision = 1.0 / (se_data * se_data) + 1.0 / (s0 * s0);
@@ -446,13 +506,14 @@ impl TrendState {
         let level = my + slope * (tau_now - mx);
         let rmse_hi = if d.w > 0.0 { (d.e2 / d.w).sqrt() } else { 0.0 };
         Some(TrendFit {
-            shape,
+            shape: form.shape(),
             level,
             gap: failure_level - level,
             slope_per_h: slope,
             slope_se: se.max(1e-12),
             dof: (n_eff - 2.0).max(1.0),
             rmse_hi,
+            offset: form.offset(),
         })
     }
 }

@@ -426,3 +426,71 @@ fn a_state_with_missing_readings_survives_its_trip_through_json() {
         whole.estimate(now, &fleet, None).status
     );
 }
+
+/// The state at `now` of a component that wears along `(e^(k·x) − 1)/(e^k − 1)` from
+/// an onset at hour 600 to a failure `span_h` later, seen hourly since its install
+/// with noise; `x` of the way from onset to failure.
+fn accelerating_wear_state(k: f64, span_h: f64, x: f64, seed: u64) -> (ComponentState, UnixMs) {
+    let installed = NOW.plus_hours(-2000.0);
+    let hours = (600.0 + x * span_h) as usize;
+    let mut state = ComponentState::new(installed);
+    for i in 0..hours {
+        let hi = wear_curve((i as f64 - 600.0) / span_h, k) + 0.02 * noise(i, seed);
+        state.update_hi(installed.plus_hours(i as f64), hi);
+    }
+    (state, installed.plus_hours(hours as f64))
+}
+
+/// The same state as a server saved it before the shifted exponential trends
+/// existed: only the linear and the pure exponential trend.
+fn without_shifted_trends(state: &ComponentState) -> ComponentState {
+    let mut json = serde_json::to_value(state).unwrap();
+    json["trend"]
+        .as_object_mut()
+        .expect("a trend")
+        .remove("shifted");
+    serde_json::from_value(json).unwrap()
+}
+
+#[test]
+fn wear_that_accelerates_from_a_flat_onset_is_not_forecast_too_late() {
+    // Such wear is a straight line in ln(HI + c) for some c: the pure exponential and
+    // the linear trend both see it late and promise too much life, so the truth falls
+    // below their P10 far more often than one time in ten.
+    let fleet = FleetKnowledge {
+        life: WeibullLife {
+            shape: 3.0,
+            scale_hours: 2500.0,
+        },
+        warning: WarningInterval {
+            median_h: 250.0,
+            log_sd: 0.5,
+        },
+    };
+    let (mut n, mut early_new, mut early_old) = (0, 0, 0);
+    let (mut bias_new, mut bias_old) = (0.0, 0.0);
+    for (i, k) in [1.0, 2.0, 2.5, 3.5].into_iter().enumerate() {
+        for (j, x) in [0.45, 0.6, 0.75].into_iter().enumerate() {
+            for seed in 0..3u64 {
+                let span = 300.0 + 100.0 * seed as f64;
+                let (state, now) =
+                    accelerating_wear_state(k, span, x, 10 * i as u64 + j as u64 + 100 * seed);
+                let truth = (1.0 - x) * span;
+                let new = state.estimate(now, &fleet, None);
+                let old = without_shifted_trends(&state).estimate(now, &fleet, None);
+                n += 1;
+                early_new += usize::from(truth < new.rul_p10_h.unwrap());
+                early_old += usize::from(truth < old.rul_p10_h.unwrap());
+                bias_new += (new.rul_p50_h.unwrap() / truth).ln();
+                bias_old += (old.rul_p50_h.unwrap() / truth).ln();
+            }
+        }
+    }
+    let (bias_new, bias_old) = (bias_new / n as f64, bias_old / n as f64);
+    eprintln!(
+        "{n} cases: truth below P10 {early_new} (old {early_old}); mean ln(P50/truth) {bias_new:.3} (old {bias_old:.3})"
+    );
+    assert!(early_new as f64 <= 0.2 * n as f64, "{early_new} of {n}");
+    assert!(bias_new.abs() < 0.2, "{bias_new}");
+    assert!(early_new <= early_old && bias_new.abs() <= bias_old.abs());
+}

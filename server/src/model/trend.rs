@@ -22,7 +22,8 @@ const MIN_HALF_LIFE_H: f64 = 24.0;
 pub enum TrendShape {
     /// HI = a + b·t
     Linear,
-    /// ln HI = a + b·t
+    /// ln(HI + c) = a + b·t, with the fit's `offset` c ≥ 0: wear that starts flat at
+    /// the onset and accelerates, HI = e^a·(e^(b·t) − …) (c = 0: a pure exponential).
     Exponential,
 }
 
@@ -33,7 +34,8 @@ pub struct TrendFit {
     pub shape: TrendShape,
     /// Fitted value at the fit instant.
     pub level: f64,
-    /// Distance from `level` to the failure level (1 for HI, 0 for ln HI).
+    /// Distance from `level` to the failure level (1 for HI, ln(1 + offset) for the
+    /// exponential shape).
     pub gap: f64,
     pub slope_per_h: f64,
     /// Standard error of the slope (inflated for autocorrelation, floored for model form).
@@ -42,6 +44,10 @@ pub struct TrendFit {
     pub dof: f64,
     /// Root mean square error of the fit in HI units.
     pub rmse_hi: f64,
+    /// The exponential shape's offset c in ln(HI + c) (0 for a pure exponential and for
+    /// the linear shape).
+    #[serde(default)]
+    pub offset: f64,
 }
 
 impl TrendFit {
@@ -199,6 +205,7 @@ pub fn fit_trend(points: &[HiPoint], now: UnixMs) -> Option<TrendFit> {
         slope_se,
         dof: (n_eff - 2.0).max(1.0),
         rmse_hi: (sse_hi(shape, &fit) / sw).sqrt(),
+        offset: 0.0,
     })
 }
 

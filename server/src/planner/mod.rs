@@ -1,7 +1,7 @@
 //! The offer planner: pure, clock passed in, one step per machine that a test can drive.
 //!
-//! For each component whose failure risk within the planning horizon is material (at or
-//! above the contract's risk tolerance), the planner picks the **latest** maintenance
+//! For each component whose failure risk within the planning horizon (beyond the part's
+//! lead time) is material (at or above the contract's risk tolerance), the planner picks the **latest** maintenance
 //! window of the site that is feasible (starts after the part's lead time) and still
 //! safe (P(failure before the window) ≤ tolerance), so parts are not replaced with life
 //! left in them. If no window is safe it proposes an urgent visit. Other components of
@@ -33,10 +33,17 @@ use calendar::Occurrence;
 
 /// Risk tolerance for a customer without a contract.
 pub const DEFAULT_RISK_TOLERANCE: f64 = 0.10;
+/// Default planning horizon beyond the part's lead time: two weeks, one for the
+/// customer's decision (or a second offer after a decline) and one for the weekly stop.
+pub const DEFAULT_HORIZON_H: f64 = 14.0 * 24.0;
 
 #[derive(Clone, Debug)]
 pub struct PlannerSettings {
-    /// Risk is material when P(failure within this many hours) reaches the tolerance.
+    /// Risk is material when P(failure within the part's lead time plus this many hours)
+    /// reaches the tolerance. Counted from when the part can be there, so a part that
+    /// takes long to come is offered that much earlier, and one that comes overnight is
+    /// not booked weeks ahead on an estimate that the next days of wear will sharpen
+    /// (an accepted window is not re-planned).
     pub horizon_h: f64,
     pub default_risk_tolerance: f64,
 }
@@ -44,7 +51,7 @@ pub struct PlannerSettings {
 impl Default for PlannerSettings {
     fn default() -> Self {
         Self {
-            horizon_h: 21.0 * 24.0,
+            horizon_h: DEFAULT_HORIZON_H,
             default_risk_tolerance: DEFAULT_RISK_TOLERANCE,
         }
     }
@@ -221,11 +228,14 @@ pub fn plan_machine(
         if !shows_wear(c) || covered(&c.key) {
             continue;
         }
-        let material = c.estimate.p_fail_before(now.plus_hours(settings.horizon_h)) >= tolerance;
+        let earliest = now.plus_hours(c.part.lead_time_days * 24.0);
+        let material = c
+            .estimate
+            .p_fail_before(earliest.plus_hours(settings.horizon_h))
+            >= tolerance;
         if !material && !in_superseded(&c.key) {
             continue;
         }
-        let earliest = now.plus_hours(c.part.lead_time_days * 24.0);
         let safe = input
             .windows
             .iter()

@@ -27,6 +27,7 @@ fn estimate(p50_h: f64, rel_se: f64) -> RulEstimate {
         slope_se: rel_se * slope,
         dof: 200.0,
         rmse_hi: 0.01,
+        offset: 0.0,
     });
     RulEstimate {
         computed_at: NOW,
@@ -384,4 +385,20 @@ fn money_is_formatted_with_thousands_separators() {
     assert_eq!(format_money(123_456_789, "EUR"), "EUR 1,234,567.89");
     assert_eq!(format_money(99, "EUR"), "EUR 0.99");
     assert_eq!(format_money(-2_250, "EUR"), "-EUR 22.50");
+}
+
+#[test]
+fn the_horizon_counts_from_when_the_part_can_be_there() {
+    // The same risk, P50 in 20 days: a part that comes overnight is not booked weeks
+    // ahead yet (the next days of wear will sharpen the estimate), one that takes ten
+    // days to come is offered now.
+    let risk = || estimate(20.0 * DAY_H, 0.2);
+    assert!(plan(&machine(vec![component("filter", 1.0, risk())])).is_empty());
+    let decisions = plan(&machine(vec![component("bearing", 10.0, risk())]));
+    assert_eq!(decisions.len(), 1, "{decisions:?}");
+    let Decision::Propose(draft) = &decisions[0] else {
+        panic!("{decisions:?}")
+    };
+    assert!(!draft.urgent);
+    assert!(draft.window.start >= NOW.plus_hours(10.0 * DAY_H));
 }
