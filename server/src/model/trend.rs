@@ -86,7 +86,7 @@ impl TrendFit {
         let v = self.level + self.slope_per_h * hours;
         match self.shape {
             TrendShape::Linear => v,
-            TrendShape::Exponential => v.exp(),
+            TrendShape::Exponential => v.exp() - self.offset,
         }
     }
 
@@ -226,14 +226,23 @@ mod tests {
             slope_se: 0.1 * slope_per_h,
             dof: 30.0,
             rmse_hi: 0.01,
+            offset: 0.0,
         }
     }
 
     #[test]
     fn the_drawn_trend_reaches_the_failure_level_where_the_median_crossing_is() {
+        // A shifted exponential: ln(HI + 0.1), failing at ln(1.1).
+        let shifted = TrendFit {
+            level: 0.5f64.ln(),
+            gap: 1.1f64.ln() - 0.5f64.ln(),
+            offset: 0.1,
+            ..fit(TrendShape::Exponential, 0.5f64.ln(), 0.02)
+        };
         for f in [
             fit(TrendShape::Linear, 0.4, 0.01),
             fit(TrendShape::Exponential, 0.4f64.ln(), 0.02),
+            shifted,
         ] {
             assert!((f.hi_at(0.0) - 0.4).abs() < 1e-12, "{f:?}");
             let p50 = f.crossing_quantile(0.5).unwrap();
