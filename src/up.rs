@@ -147,7 +147,15 @@ pub async fn run(
         if !demo_cfg.churning_customer.is_empty() {
             sim_cfg.quiet_customer = Some(demo_cfg.churning_customer.clone());
         }
-        let fleet = wearcast_firmware_sim::demo_fleet(&sim_cfg, clock.now())?;
+        // `demo.churning_customer` reaches the simulator as `quiet_customer`: say which
+        // setting the user has to fix.
+        let fleet =
+            wearcast_firmware_sim::demo_fleet(&sim_cfg, clock.now()).with_context(|| {
+                format!(
+                    "cannot build the demo fleet (demo.churning_customer = `{}`)",
+                    demo_cfg.churning_customer
+                )
+            })?;
         let report = server.import(&fleet.manifest).await?;
         server
             .import_service(&demo_service_organisation(&fleet.manifest))
