@@ -60,6 +60,13 @@ pub struct BrokerConfig {
     pub listen: String,
     /// Largest accepted MQTT payload.
     pub max_payload_bytes: usize,
+    /// Whether clients without a user name and password may connect (unrestricted).
+    /// Unset: only when `listen` is a loopback address, like Mosquitto 2's local-only
+    /// mode. Devices sign in with `wearcast device password`; see `src/broker.rs`.
+    pub allow_anonymous: Option<bool>,
+    /// MQTT over TLS only (`mqtts://`) on `listen`, with this certificate and key
+    /// (`[broker.tls]`: `cert_file`, `key_file`, PEM). Unset: plain MQTT.
+    pub tls: Option<wearcast_server::tls::TlsConfig>,
 }
 
 impl Default for BrokerConfig {
@@ -67,6 +74,8 @@ impl Default for BrokerConfig {
         Self {
             listen: "127.0.0.1:1883".into(),
             max_payload_bytes: 1024 * 1024,
+            allow_anonymous: None,
+            tls: None,
         }
     }
 }
@@ -266,6 +275,43 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("does not exist"), "{err}");
+    }
+
+    #[test]
+    fn influx_flags_merge_with_the_files_influx_section() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.toml");
+        std::fs::write(
+            &path,
+            "[server.influx]\norg = \"acme\"\nbucket = \"from-file\"\nbatch_size = 500\n",
+        )
+        .unwrap();
+        let mut o = Overrides::default();
+        o.set(
+            "server",
+            "influx",
+            Some(serde_json::json!({"url": "http://127.0.0.1:8086", "bucket": "b", "token": "t0ken"})),
+        );
+        let c = Config::load(Some(&path), false, o.into_value()).unwrap();
+        let influx = &c.server.influx;
+        assert_eq!(influx.url.as_deref(), Some("http://127.0.0.1:8086"));
+        assert_eq!((influx.org.as_str(), influx.bucket.as_str()), ("acme", "b"));
+        assert_eq!(influx.batch_size, 500);
+        assert_eq!(influx.token.as_ref().unwrap().expose(), "t0ken");
+    }
+
+    #[test]
+    fn an_influx_url_without_a_token_is_an_error_naming_the_setting() {
+        let mut o = Overrides::default();
+        o.set(
+            "server",
+            "influx",
+            Some(serde_json::json!({"url": "http://127.0.0.1:8086", "org": "o", "bucket": "b"})),
+        );
+        let err = Config::load(None, false, o.into_value())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server.influx.token"), "{err}");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The demo's people, so `wearcast up --demo` shows the whole loop and not only the
 //! machines: customers who answer offers and surveys, and technicians who do the
 //! booked work. They act through the public HTTP API, as real users and integrations
-//! do, once per real second:
+//! do, each with their own API token (a customer sees and decides only its own offers,
+//! a technician completes only their own work orders), once per real second:
 //!
 //! - **Customers** decide on each proposed offer a few platform hours after it was
 //!   proposed: about 75% accept the proposed window, about 10% decline with a reason,
@@ -10,7 +11,9 @@
 //!   passed, recording each part as found (failed if the component broke down since
 //!   the order was made, else worn), and put the new part into the simulated machine
 //!   ([`SimControl::replace_component`]), which then reports `part_replaced` itself.
-//! - **Survey answers**: each NPS survey is answered (mostly promoters).
+//! - **Survey answers**: the service desk (the service token) hands each customer a
+//!   fresh survey link, which the customer answers without signing in (mostly
+//!   promoters).
 //! - **The quietly churning customer** (`demo.churning_customer`, by default Globex):
 //!   its machines went quiet 15 platform days before the demo started (the simulator's
 //!   `quiet_customer`), it declines every offer, and it answers surveys as a detractor.
@@ -30,6 +33,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use wearcast_firmware_sim::SimControl;
 use wearcast_protocol::{ComponentKey, MachineId, SharedClock, UnixMs};
+
+use crate::tokens::DemoTokens;
 
 /// How long (platform time) a customer takes to decide at most.
 const MAX_DECISION_HOURS: u64 = 12;
@@ -51,6 +56,8 @@ const PROMOTER_REASONS: [&str; 3] = [
 pub struct DemoActors {
     api: String,
     client: reqwest::Client,
+    /// Each actor's API token.
+    tokens: DemoTokens,
     clock: SharedClock,
     sim: SimControl,
     churning: Option<String>,
@@ -58,8 +65,10 @@ pub struct DemoActors {
     decided: HashSet<String>,
     completed: HashSet<String>,
     answered: HashSet<String>,
-    /// The churning customer has accepted its one offer.
-    churner_accepted: bool,
+    /// The work order of the churning customer's one accepted offer. Cleared when
+    /// that visit is cancelled (its part broke first, say), so the churner books
+    /// another: its story needs one completed visit and the survey that follows.
+    churner_visit: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -125,9 +134,12 @@ impl DemoActors {
         sim: SimControl,
         churning: Option<String>,
         seed: u64,
+        tokens: DemoTokens,
     ) -> anyhow::Result<Self> {
+        wearcast_server::tls::install_crypto_provider();
         Ok(Self {
             api: format!("http://{http}/api/v1"),
+            tokens,
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()?,
@@ -138,7 +150,7 @@ impl DemoActors {
             decided: HashSet::new(),
             completed: HashSet::new(),
             answered: HashSet::new(),
-            churner_accepted: false,
+            churner_visit: None,
         })
     }
 
@@ -168,23 +180,33 @@ impl DemoActors {
         self.churning.as_deref() == Some(customer)
     }
 
-    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+    async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        token: &str,
+        path: &str,
+    ) -> anyhow::Result<T> {
         let url = format!("{}{path}", self.api);
-        let response = self.client.get(&url).send().await?;
+        let response = self.client.get(&url).bearer_auth(token).send().await?;
         let status = response.status();
         anyhow::ensure!(status.is_success(), "GET {url}: {status}");
         Ok(response.json().await?)
     }
 
-    /// POSTs `body`; the response, or `None` if the API refused (the state moved on:
-    /// an offer superseded meanwhile, a survey answered elsewhere).
+    /// POSTs `body` with `token` (none: a public endpoint); the response, or `None` if
+    /// the API refused (the state moved on: an offer superseded meanwhile, a survey
+    /// answered elsewhere).
     async fn post(
         &self,
+        token: Option<&str>,
         path: &str,
         body: serde_json::Value,
     ) -> anyhow::Result<Option<serde_json::Value>> {
         let url = format!("{}{path}", self.api);
-        let response = self.client.post(&url).json(&body).send().await?;
+        let mut request = self.client.post(&url).json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await?;
         let status = response.status();
         if status.is_client_error() {
             let text = response.text().await.unwrap_or_default();
@@ -196,9 +218,15 @@ impl DemoActors {
     }
 
     async fn decide_offers(&mut self) -> anyhow::Result<()> {
-        let offers: Vec<Offer> = self.get("/offers?status=proposed").await?;
+        // Each customer looks at its own offers with its own token.
+        let mut offers: Vec<(String, Offer)> = Vec::new();
+        for token in self.tokens.customers.values() {
+            let own: Vec<Offer> = self.get(token, "/offers?status=proposed").await?;
+            offers.extend(own.into_iter().map(|o| (token.clone(), o)));
+        }
+        self.recheck_churner_visit().await?;
         let now = self.clock.now();
-        for offer in offers {
+        for (token, offer) in offers {
             if self.decided.contains(&offer.id) {
                 continue;
             }
@@ -208,7 +236,7 @@ impl DemoActors {
             }
             let roll = draw(self.seed, "decision", &offer.id, 100);
             let decision = if self.churning(&offer.customer) {
-                if self.churner_accepted {
+                if self.churner_visit.is_some() {
                     Some(("decline", json!({ "reason": CHURN_REASON })))
                 } else {
                     Some(("accept", json!({ "note": "booked by the demo customer" })))
@@ -224,14 +252,17 @@ impl DemoActors {
             self.decided.insert(offer.id.clone());
             if let Some((verb, body)) = decision {
                 let done = self
-                    .post(&format!("/offers/{}/{verb}", offer.id), body)
+                    .post(Some(&token), &format!("/offers/{}/{verb}", offer.id), body)
                     .await?;
                 // The churner's one accepted offer must lead to a visit (and a survey).
                 let booked = done
                     .as_ref()
-                    .is_some_and(|d| d["work_order"]["status"] == "scheduled");
-                if booked && self.churning(&offer.customer) {
-                    self.churner_accepted = true;
+                    .filter(|d| d["work_order"]["status"] == "scheduled")
+                    .and_then(|d| d["work_order"]["id"].as_str());
+                if let Some(wo) = booked
+                    && self.churning(&offer.customer)
+                {
+                    self.churner_visit = Some(wo.to_string());
                 }
                 info!(offer = %offer.id, customer = %offer.customer, decision = verb, applied = done.is_some(), "demo customer decided");
             }
@@ -239,10 +270,35 @@ impl DemoActors {
         Ok(())
     }
 
+    /// Forgets the churner's visit if it was cancelled before it happened; once the
+    /// demo technician completed it, there is nothing left to ask.
+    async fn recheck_churner_visit(&mut self) -> anyhow::Result<()> {
+        let Some(id) = self
+            .churner_visit
+            .as_ref()
+            .filter(|id| !self.completed.contains(*id))
+        else {
+            return Ok(());
+        };
+        let order: serde_json::Value = self
+            .get(&self.tokens.service, &format!("/work-orders/{id}"))
+            .await?;
+        if order["status"] == "cancelled" {
+            info!(work_order = %id, "the churning customer's visit was cancelled; it will accept one more offer");
+            self.churner_visit = None;
+        }
+        Ok(())
+    }
+
     async fn complete_work_orders(&mut self) -> anyhow::Result<()> {
-        let orders: Vec<WorkOrder> = self.get("/work-orders?status=scheduled").await?;
+        // Each technician sees and completes only their own work orders.
+        let mut orders: Vec<(String, WorkOrder)> = Vec::new();
+        for token in self.tokens.technicians.values() {
+            let own: Vec<WorkOrder> = self.get(token, "/work-orders?status=scheduled").await?;
+            orders.extend(own.into_iter().map(|o| (token.clone(), o)));
+        }
         let now = self.clock.now();
-        for order in orders {
+        for (token, order) in orders {
             let Some(end) = &order.booked_end else {
                 continue;
             };
@@ -250,7 +306,9 @@ impl DemoActors {
             if end > now || self.completed.contains(&order.id) {
                 continue;
             }
-            let machine: MachineDetail = self.get(&format!("/machines/{}", order.machine)).await?;
+            let machine: MachineDetail = self
+                .get(&token, &format!("/machines/{}", order.machine))
+                .await?;
             let ordered = instant(&order.created_at)?;
             let mut findings = Vec::new();
             for c in &order.components {
@@ -264,7 +322,11 @@ impl DemoActors {
             self.completed.insert(order.id.clone());
             let body = json!({ "components": findings, "notes": "done by the demo technician" });
             if self
-                .post(&format!("/work-orders/{}/complete", order.id), body)
+                .post(
+                    Some(&token),
+                    &format!("/work-orders/{}/complete", order.id),
+                    body,
+                )
                 .await?
                 .is_none()
             {
@@ -284,14 +346,19 @@ impl DemoActors {
     }
 
     async fn answer_surveys(&mut self) -> anyhow::Result<()> {
-        let surveys: Vec<Survey> = self.get("/surveys?status=open").await?;
+        let service = self.tokens.service.clone();
+        let surveys: Vec<Survey> = self.get(&service, "/surveys?status=open").await?;
         for survey in surveys {
             if !self.answered.insert(survey.id.clone()) {
                 continue;
             }
-            // The customer's link went by e-mail; the demo asks for a fresh one.
+            // The customer's link went by e-mail; the service desk hands over a fresh one.
             let Some(link) = self
-                .post(&format!("/surveys/{}/link", survey.id), json!({}))
+                .post(
+                    Some(&service),
+                    &format!("/surveys/{}/link", survey.id),
+                    json!({}),
+                )
                 .await?
             else {
                 continue;
@@ -313,7 +380,10 @@ impl DemoActors {
                 let reason = PROMOTER_REASONS[(roll % 3) as usize];
                 json!({ "score": score, "csat": if score >= 9 { 5 } else { 4 }, "reason": reason })
             };
-            let done = self.post(&format!("/surveys/{token}"), answer).await?;
+            // The link is the authorization: no token.
+            let done = self
+                .post(None, &format!("/surveys/{token}"), answer)
+                .await?;
             info!(survey = %survey.id, customer = %survey.customer, answered = done.is_some(), "demo customer answered a survey");
         }
         Ok(())
@@ -330,16 +400,18 @@ impl DemoActors {
 /// [`SteadyStateRule::for_lead_time`]: wearcast_server::backtest::fleet_score::SteadyStateRule::for_lead_time
 pub async fn scorecard(
     http: std::net::SocketAddr,
+    admin_token: &str,
     truth: &std::path::Path,
     from: UnixMs,
     to: UnixMs,
 ) -> anyhow::Result<Scorecard> {
     use wearcast_server::backtest::fleet_score::{
-        SteadyStateRule, parse_offers, parse_truth, score, steady_state,
+        SteadyStateRule, due_outcomes, parse_offers, parse_truth, score, steady_state,
     };
     let text = std::fs::read_to_string(truth)
         .with_context(|| format!("cannot read the ground truth {}", truth.display()))?;
     let truth = parse_truth(&text).map_err(|e| anyhow::anyhow!("{}: {e}", truth.display()))?;
+    wearcast_server::tls::install_crypto_provider();
     let client = reqwest::Client::new();
     let get = |path: String| {
         let client = client.clone();
@@ -347,6 +419,7 @@ pub async fn scorecard(
             let url = format!("http://{http}/api/v1{path}");
             let value: serde_json::Value = client
                 .get(&url)
+                .bearer_auth(admin_token)
                 .timeout(Duration::from_secs(30))
                 .send()
                 .await?
@@ -368,10 +441,24 @@ pub async fn scorecard(
         .fold(0.0, f64::max);
     let rule = SteadyStateRule::for_lead_time(longest_lead_days);
 
-    // Which machines sent telemetry in the week before each of their failures.
+    // Which machines sent telemetry in the week before each of their failures, and
+    // before the end of each life whose failure came due.
+    let mut probes: Vec<(String, UnixMs)> = truth
+        .failures
+        .iter()
+        .filter(|f| from <= f.2 && f.2 < to)
+        .map(|(machine, _, at)| (machine.clone(), *at))
+        .collect();
+    probes.extend(
+        due_outcomes(&truth, &offers, from, to)
+            .into_iter()
+            .map(|d| (d.machine, d.ended_at)),
+    );
+    probes.sort();
+    probes.dedup();
     let mut observed: HashSet<(String, UnixMs)> = HashSet::new();
     let mut channel_of: std::collections::HashMap<String, Option<String>> = Default::default();
-    for (machine, _, at) in truth.failures.iter().filter(|f| from <= f.2 && f.2 < to) {
+    for (machine, at) in &probes {
         let channel = match channel_of.get(machine) {
             Some(channel) => channel.clone(),
             None => {
@@ -448,6 +535,13 @@ pub fn scorecard_lines(card: &Scorecard, days: f64) -> Vec<String> {
             card.rule.silent_h / 24.0
         ),
         format!(
+            "  failures that came due after the warm-up (failed, or replaced first): {}/{} had an offer in a window before them ({}); {} of silent machines left out",
+            st.due_with_offer_in_time,
+            st.due,
+            pct(st.share_due_offered_in_time),
+            st.due_excluded_unobservable
+        ),
+        format!(
             "  lead time, offer to failure: median {}, 10th percentile {}",
             hours(s.lead_time_median_h),
             hours(s.lead_time_p10_h)
@@ -467,6 +561,23 @@ pub fn scorecard_lines(card: &Scorecard, days: f64) -> Vec<String> {
             m.at.to_rfc3339(),
             match m.late_by_h {
                 Some(h) => format!("first window {h:.0} h after the failure"),
+                None => "no offer".to_string(),
+            }
+        ));
+    }
+    for d in &st.due_misses {
+        lines.push(format!(
+            "    missed (due): {} {} due at {}, {} ({})",
+            d.machine,
+            d.component,
+            d.due_at.to_rfc3339(),
+            if d.ended_at < d.due_at {
+                "replaced before"
+            } else {
+                "failed"
+            },
+            match d.late_by_h {
+                Some(h) => format!("first window {h:.0} h after it was due"),
                 None => "no offer".to_string(),
             }
         ));

@@ -7,7 +7,9 @@ mod backtest;
 mod broker;
 mod config;
 mod demo;
+mod devices;
 mod ops;
+mod tokens;
 mod up;
 
 use std::path::PathBuf;
@@ -61,6 +63,22 @@ enum Command {
     Sim(SimArgs),
     /// Learn the wear model from run-to-failure history and score its predictions.
     Backtest(backtest::BacktestArgs),
+    /// Issue, list or revoke API tokens (works on the server's database directly).
+    Token {
+        /// The server's data directory [default: server.data_dir, ./wearcast-data].
+        #[arg(long, value_name = "DIR", global = true)]
+        data_dir: Option<PathBuf>,
+        #[command(subcommand)]
+        command: tokens::TokenCommand,
+    },
+    /// MQTT credentials per machine and gateway, and Mosquitto's password and ACL files.
+    Device {
+        /// The server's data directory [default: server.data_dir, ./wearcast-data].
+        #[arg(long, value_name = "DIR", global = true)]
+        data_dir: Option<PathBuf>,
+        #[command(subcommand)]
+        command: devices::DeviceCommand,
+    },
     /// Print the effective configuration (defaults, file, environment and flags) as JSON.
     Config {
         /// Show the demo's presets.
@@ -101,6 +119,8 @@ struct UpArgs {
     /// How much history the demo publishes before going live, e.g. `21d`.
     #[arg(long, value_name = "DURATION")]
     demo_backfill: Option<String>,
+    #[command(flatten)]
+    influx: InfluxArgs,
 }
 
 #[derive(Args, Debug)]
@@ -112,6 +132,58 @@ struct ServerArgs {
     /// A fleet manifest (JSON) to import at start-up.
     #[arg(long, value_name = "FILE")]
     registry: Option<PathBuf>,
+    #[command(flatten)]
+    influx: InfluxArgs,
+}
+
+/// The InfluxDB v2 sink (`[server.influx]`).
+#[derive(Args)]
+struct InfluxArgs {
+    /// Copy telemetry windows and health estimates to this InfluxDB 2, e.g. http://127.0.0.1:8086.
+    #[arg(long, value_name = "URL")]
+    influx_url: Option<String>,
+    /// InfluxDB organisation.
+    #[arg(long, value_name = "ORG")]
+    influx_org: Option<String>,
+    /// InfluxDB bucket.
+    #[arg(long, value_name = "BUCKET")]
+    influx_bucket: Option<String>,
+    /// InfluxDB API token (prefer WEARCAST_SERVER__INFLUX__TOKEN: flags show in `ps`).
+    #[arg(long, value_name = "TOKEN")]
+    influx_token: Option<String>,
+}
+
+impl std::fmt::Debug for InfluxArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InfluxArgs")
+            .field("influx_url", &self.influx_url)
+            .field("influx_org", &self.influx_org)
+            .field("influx_bucket", &self.influx_bucket)
+            .field(
+                "influx_token",
+                &self.influx_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+impl InfluxArgs {
+    fn apply(&self, o: &mut Overrides) {
+        let mut influx = serde_json::Map::new();
+        for (key, value) in [
+            ("url", &self.influx_url),
+            ("org", &self.influx_org),
+            ("bucket", &self.influx_bucket),
+            ("token", &self.influx_token),
+        ] {
+            if let Some(v) = value {
+                influx.insert(key.into(), serde_json::Value::String(v.clone()));
+            }
+        }
+        if !influx.is_empty() {
+            o.set("server", "influx", Some(serde_json::Value::Object(influx)));
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -133,6 +205,21 @@ struct GatewayArgs {
     /// Where /metrics and /healthz are served [default: 127.0.0.1:9101].
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<String>,
+    /// A file holding the server's API token for this gateway (role gateway).
+    #[arg(long, value_name = "FILE")]
+    server_token_file: Option<PathBuf>,
+    /// MQTT user name, for a broker that requires one (`wearcast device gateway-password`).
+    #[arg(long, value_name = "NAME")]
+    mqtt_username: Option<String>,
+    /// A file holding that MQTT user's password.
+    #[arg(long, value_name = "FILE")]
+    mqtt_password_file: Option<PathBuf>,
+    /// With an mqtts:// broker: extra trusted certificates (PEM), e.g. a private CA.
+    #[arg(long, value_name = "FILE")]
+    mqtt_ca_file: Option<PathBuf>,
+    /// With an https:// server: extra trusted certificates (PEM), e.g. a private CA.
+    #[arg(long, value_name = "FILE")]
+    server_ca_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -171,6 +258,8 @@ fn log_overrides(cli: &Cli, o: &mut Overrides) {
 }
 
 fn main() -> ExitCode {
+    // Every HTTP client and TLS endpoint of the process uses ring.
+    wearcast_server::tls::install_crypto_provider();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -204,6 +293,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .set("sim", "machines", a.demo_machines)
                 .set("sim", "backfill", a.demo_backfill.clone())
                 .set("demo", "speed", a.demo_speed);
+            a.influx.apply(&mut o);
             let config = Config::load(cli.config.as_deref(), a.demo, o.into_value())?;
             ops::init_logging(&config.log);
             let metrics = ops::init_metrics()?;
@@ -221,6 +311,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             o.set_path("server", "data_dir", a.data_dir.as_ref())
                 .set("server", "http_listen", a.http_listen.clone())
                 .set_path("server", "registry", a.registry.as_ref());
+            a.influx.apply(&mut o);
             let config = Config::load(cli.config.as_deref(), false, o.into_value())?;
             ops::init_logging(&config.log);
             let metrics = ops::init_metrics()?;
@@ -232,7 +323,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .set("gateway", "client_id", a.client_id.clone())
                 .set("gateway", "share_group", a.share_group.clone())
                 .set_path("gateway", "data_dir", a.data_dir.as_ref())
-                .set("ops", "listen", a.metrics_listen.clone());
+                .set("ops", "listen", a.metrics_listen.clone())
+                .set_path("gateway", "server_token_file", a.server_token_file.as_ref())
+                .set("gateway", "mqtt_username", a.mqtt_username.clone())
+                .set_path(
+                    "gateway",
+                    "mqtt_password_file",
+                    a.mqtt_password_file.as_ref(),
+                )
+                .set_path("gateway", "mqtt_ca_file", a.mqtt_ca_file.as_ref())
+                .set_path("gateway", "server_ca_file", a.server_ca_file.as_ref());
             let config = Config::load(cli.config.as_deref(), false, o.into_value())?;
             ops::init_logging(&config.log);
             let metrics = ops::init_metrics()?;
@@ -250,6 +350,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             run_sim(config, a.write_manifest.clone()).await
         }
         Command::Backtest(a) => backtest::run(a),
+        Command::Token { data_dir, command } => {
+            o.set_path("server", "data_dir", data_dir.as_ref());
+            let config = Config::load(cli.config.as_deref(), false, o.into_value())?;
+            tokens::run(&config.server.data_dir, command).await
+        }
+        Command::Device { data_dir, command } => {
+            o.set_path("server", "data_dir", data_dir.as_ref());
+            let config = Config::load(cli.config.as_deref(), false, o.into_value())?;
+            devices::run(&config.server.data_dir, command).await
+        }
         Command::Config { demo } => {
             let config = Config::load(cli.config.as_deref(), *demo, o.into_value())?;
             ops::say!("{}", serde_json::to_string_pretty(&config)?);
@@ -262,6 +372,7 @@ async fn run_server(
     config: Config,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
 ) -> anyhow::Result<()> {
+    let data_dir = config.server.data_dir.clone();
     let server = wearcast_server::Server::start(
         config.server,
         wearcast_server::ServerDeps {
@@ -270,11 +381,13 @@ async fn run_server(
         },
     )
     .await?;
-    ops::say!("Wearcast server on http://{}/", server.local_addr());
+    tokens::ensure_admin_token(server.store(), &data_dir).await?;
+    let stop = ops::shutdown_signal();
+    ops::say!("Wearcast server on {}/", server.url());
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
     tokio::spawn(async move {
-        ops::shutdown_signal().await;
+        stop.await;
         info!("shutdown requested");
         signal.cancel();
     });
@@ -286,11 +399,12 @@ async fn run_gateway(
     config: Config,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
 ) -> anyhow::Result<()> {
+    let stop = ops::shutdown_signal();
     let shutdown = CancellationToken::new();
     let ops_task = ops::serve_ops(&config.ops.listen, metrics, shutdown.child_token()).await?;
     let signal = shutdown.clone();
     tokio::spawn(async move {
-        ops::shutdown_signal().await;
+        stop.await;
         info!("shutdown requested; flushing");
         signal.cancel();
     });
@@ -319,11 +433,12 @@ async fn run_sim(config: Config, write_manifest: Option<PathBuf>) -> anyhow::Res
         return Ok(());
     }
     let metrics = ops::init_metrics()?;
+    let stop = ops::shutdown_signal();
     let shutdown = CancellationToken::new();
     let ops_task = ops::serve_ops(&config.ops.listen, metrics, shutdown.child_token()).await?;
     let signal = shutdown.clone();
     tokio::spawn(async move {
-        ops::shutdown_signal().await;
+        stop.await;
         info!("shutdown requested");
         signal.cancel();
     });

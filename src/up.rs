@@ -3,6 +3,7 @@
 //! the gateway flushes its open windows to a server that is still there, and only then
 //! does the server close the database.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
@@ -26,7 +27,7 @@ pub struct UpOptions {
 }
 
 /// The demo's weekly contact cap per customer (see `run`).
-const DEMO_CONTACT_CAP: u32 = 10;
+const DEMO_CONTACT_CAP: u32 = 30;
 
 /// Marks a data directory as the demo's, which `up --demo` may wipe at each start.
 const DEMO_MARKER: &str = "DEMO-DATA";
@@ -104,13 +105,16 @@ pub async fn run(
         demo: demo_cfg,
         ..
     } = config;
+    // From here on, Ctrl-C and SIGTERM stop the platform cleanly.
+    let stop = ops::shutdown_signal();
     let data_dir = server_cfg.data_dir.clone();
     if options.demo {
         prepare_demo_dir(&data_dir)?;
         // The demo's parts wear out within days, not years: a real customer is not
-        // contacted about ten worn parts a week, the demo's are. A cap of 3 would hold
-        // back nearly every survey, so the demo allows more (a configured higher cap
-        // stays).
+        // contacted about ten worn parts a week, the demo's are (13 a week each, seen
+        // at 7200x). A cap of 3 would hold back nearly every survey, and one of 10
+        // still held back the churning customer's one survey now and then, so the demo
+        // allows 30 (a configured higher cap stays).
         let cap = &mut server_cfg.service.contact_cap_per_week;
         *cap = (*cap).max(DEMO_CONTACT_CAP);
     }
@@ -120,18 +124,37 @@ pub async fn run(
         Arc::new(SystemClock)
     };
 
-    let (mqtt_url, embedded) = match options.mqtt_url {
-        Some(url) => (url, false),
+    // Devices use `mqtt_url`. The gateway in this process goes past the embedded
+    // broker's access guard, with the broker's private login; so does the simulator
+    // when the public listener speaks TLS (it has no TLS client) or when it injects
+    // faults (they exercise the gateway's own checks, which the guard would pre-empt
+    // by disconnecting the device).
+    let past_guard = broker_cfg.tls.is_some() || !sim_cfg.faults.is_off();
+    let (mqtt_url, gateway_mqtt_url, sim_mqtt_url, inner_login, embedded) = match options.mqtt_url {
+        Some(url) => (url.clone(), url.clone(), url, None, None),
         None => {
-            let addr =
+            let broker =
                 broker::start_embedded(&broker_cfg.listen, broker_cfg.max_payload_bytes).await?;
-            info!(%addr, "embedded MQTT broker listening");
-            (format!("mqtt://{addr}"), true)
+            let (addr, inner) = (broker.address(), broker.inner());
+            let scheme = if broker_cfg.tls.is_some() {
+                "mqtts"
+            } else {
+                "mqtt"
+            };
+            let public = format!("{scheme}://{addr}");
+            let inner = format!("mqtt://{inner}");
+            let sim = if past_guard {
+                inner.clone()
+            } else {
+                public.clone()
+            };
+            let login = broker.inner_login();
+            (public, inner, sim, Some(login), Some(broker))
         }
     };
 
     let started_at = clock.now();
-    let server = wearcast_server::Server::start(
+    let mut server = wearcast_server::Server::start(
         server_cfg.clone(),
         wearcast_server::ServerDeps {
             clock: clock.clone(),
@@ -139,17 +162,36 @@ pub async fn run(
         },
     )
     .await?;
-    let http = server.local_addr();
+    let public_url = server.url();
+    // The gateway and demo people in this process speak plain HTTP: behind a TLS
+    // listener they use a loopback one of their own.
+    let http = if server_cfg.tls.is_some() {
+        server.bind_internal().await?
+    } else {
+        server.local_addr()
+    };
+    let anonymous = match embedded {
+        Some(broker) => {
+            let anonymous = broker.guard(broker::Access {
+                store: server.store().clone(),
+                allow_anonymous: broker_cfg.allow_anonymous,
+                tls: broker_cfg.tls.clone(),
+            })?;
+            info!(broker = %mqtt_url, anonymous, "embedded MQTT broker listening");
+            Some(anonymous)
+        }
+        None => None,
+    };
 
     let fleet = if options.demo {
-        sim_cfg.mqtt_url = mqtt_url.clone();
+        sim_cfg.mqtt_url = sim_mqtt_url;
         sim_cfg.truth_path = Some(data_dir.join("ground-truth.jsonl"));
         if !demo_cfg.churning_customer.is_empty() {
             sim_cfg.quiet_customer = Some(demo_cfg.churning_customer.clone());
         }
         // `demo.churning_customer` reaches the simulator as `quiet_customer`: say which
         // setting the user has to fix.
-        let fleet =
+        let mut fleet =
             wearcast_firmware_sim::demo_fleet(&sim_cfg, clock.now()).with_context(|| {
                 format!(
                     "cannot build the demo fleet (demo.churning_customer = `{}`)",
@@ -157,9 +199,23 @@ pub async fn run(
                 )
             })?;
         let report = server.import(&fleet.manifest).await?;
-        server
-            .import_service(&demo_service_organisation(&fleet.manifest))
-            .await?;
+        // Each simulated device signs in as itself, as a real one would.
+        let mut passwords = HashMap::new();
+        for machine in &fleet.manifest.machines {
+            if let Some(password) = server
+                .store()
+                .issue_device_password(machine.id.as_str())
+                .await?
+            {
+                passwords.insert(machine.id.clone(), password);
+            }
+        }
+        match &inner_login {
+            Some((user, password)) if past_guard => fleet.set_login(user, password),
+            _ => fleet.set_passwords(passwords),
+        }
+        let organisation = demo_service_organisation(&fleet.manifest);
+        server.import_service(&organisation).await?;
         std::fs::write(
             data_dir.join("fleet.json"),
             serde_json::to_string_pretty(&fleet.manifest)?,
@@ -170,10 +226,27 @@ pub async fn run(
             customers = report.customers,
             "demo fleet registered"
         );
-        Some(fleet)
+        let customers: Vec<String> = fleet
+            .manifest
+            .customers
+            .iter()
+            .map(|c| c.id.to_string())
+            .collect();
+        let technicians: Vec<String> = organisation
+            .technicians
+            .iter()
+            .map(|t| t.id.to_string())
+            .collect();
+        let tokens =
+            crate::tokens::demo_tokens(server.store(), &data_dir, &customers, &technicians).await?;
+        Some((fleet, tokens))
     } else {
+        crate::tokens::ensure_admin_token(server.store(), &data_dir).await?;
         None
     };
+    gateway_cfg.server_token = Some(wearcast_gateway::config::Secret::new(
+        crate::tokens::process_gateway_token(server.store()).await?,
+    ));
 
     let server_token = CancellationToken::new();
     let server_run = server.run(server_token.clone());
@@ -184,7 +257,14 @@ pub async fn run(
         async move { server_run.await.map_err(anyhow::Error::from) },
     );
 
-    gateway_cfg.mqtt_url = mqtt_url.clone();
+    gateway_cfg.mqtt_url = gateway_mqtt_url;
+    if let Some((user, password)) = &inner_login {
+        // The broker's private port: plain MQTT on loopback, its own login.
+        gateway_cfg.mqtt_username = Some(user.clone());
+        gateway_cfg.mqtt_password = Some(wearcast_gateway::config::Secret::new(password));
+        gateway_cfg.mqtt_password_file = None;
+        gateway_cfg.mqtt_ca_file = None;
+    }
     gateway_cfg.server_url = format!("http://{http}");
     gateway_cfg.data_dir = data_dir.join("gateway");
     server_cfg.data_dir = data_dir.clone();
@@ -218,14 +298,19 @@ pub async fn run(
         warn!(broker = %mqtt_url, "the gateway has not subscribed after 30 s; starting anyway (is the broker reachable?)");
     }
 
-    let mut actors_part = match &fleet {
-        Some(fleet) if demo_cfg.actors => {
+    let (fleet, demo_tokens) = match fleet {
+        Some((fleet, tokens)) => (Some(fleet), Some(tokens)),
+        None => (None, None),
+    };
+    let mut actors_part = match (&fleet, &demo_tokens) {
+        (Some(fleet), Some(tokens)) if demo_cfg.actors => {
             let actors = crate::demo::DemoActors::new(
                 http,
                 clock.clone(),
                 fleet.control(),
                 Some(demo_cfg.churning_customer.clone()).filter(|c| !c.is_empty()),
                 sim_cfg.seed,
+                tokens.clone(),
             )?;
             let token = CancellationToken::new();
             let run_token = token.clone();
@@ -257,17 +342,26 @@ pub async fn run(
     };
 
     ops::say!("Wearcast is up.");
-    ops::say!("  Dashboard:   http://{http}/");
-    ops::say!("  API:         http://{http}/api/v1/machines");
+    ops::say!("  Dashboard:   {public_url}/");
+    ops::say!("  API:         {public_url}/api/v1/machines");
     ops::say!(
         "  MQTT broker: {mqtt_url}{}",
-        if embedded {
-            " (embedded)"
-        } else {
-            " (external)"
+        match anonymous {
+            Some(true) => " (embedded; anonymous clients allowed, as on loopback)",
+            Some(false) => " (embedded; devices sign in: wearcast device password)",
+            None => " (external)",
         }
     );
     ops::say!("  Data:        {}", data_dir.display());
+    ops::say!(
+        "  API tokens:  {} (admin.token{}; curl -H \"Authorization: Bearer $(cat FILE)\")",
+        crate::tokens::tokens_dir(&data_dir).display(),
+        if demo_tokens.is_some() {
+            ", and one per role, customer and technician"
+        } else {
+            ""
+        }
+    );
     if let Some((_, machines)) = &sim_part {
         ops::say!(
             "  Demo:        {machines} simulated machines; the platform clock runs {}x real time",
@@ -290,7 +384,7 @@ pub async fn run(
             }
         };
         tokio::select! {
-            _ = ops::shutdown_signal() => {
+            _ = stop => {
                 info!("shutdown requested; stopping simulator, flushing gateway, then server");
                 None
             }
@@ -311,7 +405,11 @@ pub async fn run(
         // While the server still answers: how the predictions did against the truth.
         let to = clock.now();
         let truth = data_dir.join("ground-truth.jsonl");
-        match crate::demo::scorecard(http, &truth, started_at, to).await {
+        let admin = demo_tokens
+            .as_ref()
+            .map(|t| t.admin.clone())
+            .unwrap_or_default();
+        match crate::demo::scorecard(http, &admin, &truth, started_at, to).await {
             Ok(card) => {
                 let days = started_at.hours_until(to) / 24.0;
                 for line in crate::demo::scorecard_lines(&card, days) {
@@ -412,10 +510,13 @@ fn prepare_demo_dir(dir: &Path) -> anyhow::Result<()> {
                     .with_context(|| format!("cannot remove {}", path.display()))?;
             }
         }
-        let gateway = dir.join("gateway");
-        if gateway.exists() {
-            std::fs::remove_dir_all(&gateway)
-                .with_context(|| format!("cannot remove {}", gateway.display()))?;
+        // The demo's tokens went with its database.
+        for sub in ["gateway", "tokens"] {
+            let path = dir.join(sub);
+            if path.exists() {
+                std::fs::remove_dir_all(&path)
+                    .with_context(|| format!("cannot remove {}", path.display()))?;
+            }
         }
         warn!(dir = %dir.display(), "previous demo data removed; starting a fresh demo");
     }

@@ -317,6 +317,17 @@
     }
   }
 
+  /** The CSRF token the server set with the session cookie (sent back on changes). */
+  function csrfToken() {
+    const m = /(?:^|;\s*)wearcast_csrf=([^;]*)/.exec(document.cookie);
+    return m ? m[1] : '';
+  }
+
+  /** Not signed in (or the token expired or was revoked): to the sign-in page and back. */
+  function toSignIn() {
+    location.assign(`/signin?next=${encodeURIComponent(location.pathname + location.search + location.hash)}`);
+  }
+
   async function request(method, path, body) {
     const controller = new AbortController();
     const timer = setTimeout(() => controller.abort(), REQUEST_TIMEOUT_MS);
@@ -325,13 +336,16 @@
         method,
         signal: controller.signal,
         cache: 'no-store',
+        credentials: 'same-origin',
         headers: { Accept: 'application/json' },
       };
+      if (method !== 'GET') init.headers['X-CSRF-Token'] = csrfToken();
       if (body !== undefined) {
         init.headers['Content-Type'] = 'application/json';
         init.body = JSON.stringify(body);
       }
       const res = await fetch(API + path, init);
+      if (res.status === 401) toSignIn();
       if (!res.ok) {
         let message = `HTTP ${res.status}`;
         try {
@@ -559,7 +573,7 @@
    * `format(v)` for the axis, `unit` named in the axis title. Each bar carries its
    * value as text, so the chart reads without colour.
    */
-  function barChartSvg({ id, title, rows, width, format, axisTitle, integer = false }) {
+  function barChartSvg({ id, title, rows, width, format, axisTitle, integer = false, minTop = null }) {
     const barH = 26;
     const gap = 10;
     // Room for the longest label (about 6.6 px a character at 12 px), at most 45%.
@@ -567,7 +581,9 @@
     const m = { top: 8, right: 90, bottom: 44, left: Math.round(Math.min(width * 0.45, Math.max(60, labelW))) };
     const height = m.top + m.bottom + rows.length * (barH + gap);
     const iw = Math.max(60, width - m.left - m.right);
-    const max = Math.max(integer ? 1 : 1e-9, ...rows.map((r) => r.value));
+    // `minTop`: the axis reaches at least this far (e.g. 1 for shares), so an empty
+    // chart still has a readable scale.
+    const max = Math.max(minTop ?? (integer ? 1 : 1e-9), ...rows.map((r) => r.value));
     const ticks = niceTicks(0, max, Math.max(2, Math.floor(iw / 80)), { cover: true, integer });
     const top = ticks[ticks.length - 1] || max;
     const x = (v) => m.left + (v / top) * iw;

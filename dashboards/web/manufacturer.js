@@ -1,8 +1,9 @@
 // Wearcast — the manufacturer's view (/manufacturer): the service business. After-sales
-// KPIs over a period (offers and why they were declined, service revenue by parts /
+// KPIs over a period, for the whole tenant or one customer (offers and why they were declined, service revenue by parts /
 // labour / contracts, failures predicted in time vs unplanned, lead time, downtime
-// avoided, retention, NPS, LTV) from /api/v1/kpis, and the accounts with contract,
-// renewal, health and churn signals from /api/v1/accounts.
+// avoided, retention, NPS, LTV) from /api/v1/kpis, the accounts with contract,
+// renewal, health and churn signals from /api/v1/accounts, and how the live model's
+// predictions fared against the lives that ended, from /api/v1/model-quality.
 'use strict';
 
 (() => {
@@ -10,7 +11,7 @@
   const { esc, $, setHtml, setText, DAY } = W;
 
   const POLL_MS = 5000;
-  const state = { periodDays: 365, kpis: null, accounts: null };
+  const state = { periodDays: 365, customer: '', kpis: null, accounts: null, quality: null };
 
   function ratio(v) {
     return v === null || v === undefined ? '—' : W.percent(v);
@@ -29,7 +30,7 @@
     const m = (c) => W.money(c, cur);
     setText(
       $('kpis-note'),
-      `${W.formatDate(v.period.from)} to ${W.formatDate(v.period.to)} (UTC), all customers; money in ${cur}.`,
+      `${W.formatDate(v.period.from)} to ${W.formatDate(v.period.to)} (UTC), ${customerLabel()}; money in ${cur}.`,
     );
     setHtml(
       $('kpi-tiles'),
@@ -117,6 +118,28 @@
     return `<span class="badge ${a.flagged ? 'badge-critical' : 'badge-healthy'}">${label}</span> <span class="num">${score}/100</span>`;
   }
 
+  function customerLabel() {
+    if (!state.customer) return 'all customers';
+    const a = (state.accounts ?? []).find((x) => x.customer === state.customer);
+    return a ? `${a.name} (${a.customer})` : state.customer;
+  }
+
+  // The drill-down's choices: every account, by name.
+  function renderCustomerChoice() {
+    const list = [...(state.accounts ?? [])].sort((a, b) => a.name.localeCompare(b.name));
+    const html = ['<option value="">All customers</option>']
+      .concat(list.map((a) => `<option value="${esc(a.customer)}"${a.customer === state.customer ? ' selected' : ''}>${esc(a.name)} (${esc(a.customer)})</option>`))
+      .join('');
+    const select = $('kpi-customer');
+    if (setHtml(select, html)) select.value = state.customer;
+  }
+
+  function syncUrl() {
+    const q = new URLSearchParams({ days: String(state.periodDays) });
+    if (state.customer) q.set('customer', state.customer);
+    history.replaceState(null, '', `${location.pathname}?${q}`);
+  }
+
   function renderAccounts() {
     const list = state.accounts;
     if (!list) return;
@@ -153,31 +176,105 @@
     );
   }
 
+  function hours(h) {
+    return h === null || h === undefined ? '—' : W.humanSpan(h);
+  }
+
+  function renderQuality() {
+    const q = state.quality;
+    if (!q) return;
+    const o = q.overall;
+    const [lo, hi] = q.target_inside;
+    const w = q.warnings;
+    const calibrated = o.inside === null ? null : o.inside >= lo && o.inside <= hi;
+    setText(
+      $('quality-note'),
+      `Lives ended ${W.formatDate(q.period.from)} to ${W.formatDate(q.period.to)} (UTC); one prediction kept per component every ${W.humanSpan(q.sampled_every_h)}.`,
+    );
+    setHtml(
+      $('quality-tiles'),
+      `<ul class="stats kpi-stats" aria-label="Model quality figures">
+        ${tile('Failures warned of', w.failures ? `${w.warned} of ${w.failures}` : '—', `median warning ${hours(w.median_lead_h)} before the failure`)}
+        ${tile('Failures inside P10–P90', ratio(o.inside), calibrated === null ? `target ${W.percent(lo)}–${W.percent(hi)}; no failure scored yet` : `${calibrated ? 'within' : 'outside'} the ${W.percent(lo)}–${W.percent(hi)} target · ${o.scored} predictions`)}
+        ${tile('Failed before P10 (late)', ratio(o.before_p10), 'the warning came too late')}
+        ${tile('Failed after P90 (early)', ratio(o.after_p90), 'replaced with life left')}
+        ${tile('Median P50 error', hours(o.p50_abs_error_h), o.p50_rel_error === null ? '' : `${W.percent(o.p50_rel_error)} of the remaining life`)}
+        ${tile('Replacements: outlived P90', ratio(o.outlived_p90), `${o.censored} predictions of ${w.replacements} parts replaced before failure`)}
+      </ul>`,
+    );
+    const el = $('chart-calibration');
+    const bar = (label, v, cls) => ({ label, value: v ?? 0, cls, text: v === null || v === undefined ? '—' : undefined });
+    setHtml(
+      el,
+      `<h3>Where failures fell in the predicted interval</h3>${W.barChartSvg({
+        id: 'calibration-chart',
+        title: 'Share of scored predictions by where the failure fell',
+        width: Math.max(300, Math.round(el.clientWidth || 420)),
+        format: (v) => `${W.formatNumber(100 * v, 0)}%`,
+        minTop: 1,
+        axisTitle: `Predictions (share of ${o.scored})`,
+        rows: [
+          bar('Before P10 (late)', o.before_p10, 'c-bar-bad'),
+          bar('Inside P10–P90', o.inside, 'c-bar-good'),
+          bar('After P90 (early)', o.after_p90, 'c-bar-warn'),
+        ],
+      })}`,
+    );
+    const row = (label, s) => `<tr><th scope="row">${esc(label)}</th><td class="num-cell">${s.scored}</td>
+      <td class="num-cell">${esc(ratio(s.inside))}</td><td class="num-cell">${esc(ratio(s.before_p10))}</td>
+      <td class="num-cell">${esc(ratio(s.after_p90))}</td><td class="num-cell">${esc(hours(s.p50_abs_error_h))}</td>
+      <td class="num-cell">${esc(ratio(s.outlived_p90))}</td></tr>`;
+    const rows = [
+      ...q.by_status.map((s) => row(`Predicted while ${s.status}`, s)),
+      ...q.by_part.map((p) => row(`Part ${p.part} (from its own trend)`, p.from_signal)),
+    ];
+    setHtml(
+      $('quality-table'),
+      `<div class="table-scroll"><table class="data-table">
+        <caption>Calibration by the status the prediction was made in, and by part type</caption>
+        <thead><tr><th scope="col">Predictions</th><th scope="col">Scored</th><th scope="col">Inside P10–P90</th>
+          <th scope="col">Before P10</th><th scope="col">After P90</th><th scope="col">Median P50 error</th>
+          <th scope="col">Outlived P90 (replaced)</th></tr></thead>
+        <tbody>${rows.join('')}</tbody></table></div>`,
+    );
+  }
+
   async function tick(info) {
     // The period ends at the platform's now (the demo's clock runs fast).
     await info;
     const to = W.platformNow();
     const from = new Date(to - state.periodDays * DAY).toISOString();
-    const [kpis, accounts] = await Promise.all([
-      W.getJson(`/kpis?from=${encodeURIComponent(from)}`),
+    const only = state.customer ? `&customer=${encodeURIComponent(state.customer)}` : '';
+    const [kpis, accounts, quality] = await Promise.all([
+      W.getJson(`/kpis?from=${encodeURIComponent(from)}${only}`),
       W.getJson('/accounts'),
+      W.getJson(`/model-quality?from=${encodeURIComponent(from)}`),
     ]);
     state.kpis = kpis;
     state.accounts = accounts;
+    state.quality = quality;
+    renderCustomerChoice();
     renderKpis();
     renderAccounts();
+    renderQuality();
   }
 
   W.ready(() => {
     const q = new URLSearchParams(location.search);
     const days = Number(q.get('days'));
     if ([30, 90, 365].includes(days)) state.periodDays = days;
+    state.customer = q.get('customer') ?? '';
     $('period-select').value = String(state.periodDays);
     $('period-form').addEventListener('submit', (e) => e.preventDefault());
     let refresher = { now() {} };
     $('period-select').addEventListener('change', (e) => {
       state.periodDays = Number(e.target.value);
-      history.replaceState(null, '', `${location.pathname}?days=${state.periodDays}`);
+      syncUrl();
+      refresher.now();
+    });
+    $('kpi-customer').addEventListener('change', (e) => {
+      state.customer = e.target.value;
+      syncUrl();
       refresher.now();
     });
     refresher = W.poll(POLL_MS, tick);

@@ -1,8 +1,8 @@
 // Wearcast — the plant operator's view (/operator), scoped to one customer.
 //
-// Until sign-in exists (the security issue), the customer is picked in the page (or
-// given as ?customer=ID); the API is not restricted yet, so this is a view, not a
-// boundary. The page shows the customer's machines worst first, a machine's
+// The customer is picked in the page (or given as ?customer=ID) among the machines the
+// signed-in token may see: a customer's token sees only its own, so the picker holds one
+// customer; staff see every customer. The API enforces it, not this page. The page shows the customer's machines worst first, a machine's
 // components with a chart per component (health-index history, fitted trend, failure
 // threshold, RUL P10–P90 band and the planned maintenance windows on one time axis),
 // the open offers with accept / decline / pick another window, and the maintenance

@@ -521,11 +521,13 @@ mod tests {
             assert!(m.payload.len() <= MAX_INJECTED_BYTES, "{kind:?}");
             assert_eq!(rejections(&m), vec![kind.reason()], "{kind:?}: {m:?}");
         }
-        // Every reason a device can cause is covered (`bad_window` is the server's).
+        // Every reason a malformed message can cause is covered (`bad_window` is the
+        // server's; `rate_limited` comes from too many messages, not a bad one).
         let covered: Vec<_> = MalformedKind::ALL.iter().map(|k| k.reason()).collect();
         for reason in RejectReason::ALL {
             assert!(
-                covered.contains(&reason) || reason == RejectReason::BadWindow,
+                covered.contains(&reason)
+                    || matches!(reason, RejectReason::BadWindow | RejectReason::RateLimited),
                 "{reason:?} has no malformed kind"
             );
         }

@@ -8,7 +8,7 @@
 //! machine's lives do not change when another machine is added or when readings are
 //! drawn at another rate.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
@@ -482,6 +482,40 @@ pub struct Fleet {
     /// backfill.
     pub(crate) backfill_done: watch::Sender<bool>,
     pub(crate) control: SimControl,
+    /// Each machine's MQTT password (its user name is its id), for a broker that
+    /// wants devices to sign in; machines without one connect anonymously.
+    pub(crate) passwords: Passwords,
+}
+
+/// How machines sign in to the broker; `Debug` shows no secret.
+#[derive(Clone, Default)]
+pub(crate) struct Passwords {
+    /// Each machine's own password (user name: the machine id).
+    pub per_machine: HashMap<MachineId, String>,
+    /// One user and password for all, when set.
+    pub shared: Option<(String, String)>,
+}
+
+impl Passwords {
+    /// The user name and password `machine` signs in with, if any.
+    pub fn login(&self, machine: &MachineId) -> Option<(String, String)> {
+        self.shared.clone().or_else(|| {
+            self.per_machine
+                .get(machine)
+                .map(|p| (machine.as_str().to_owned(), p.clone()))
+        })
+    }
+}
+
+impl std::fmt::Debug for Passwords {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "[{} passwords, shared login: {}; redacted]",
+            self.per_machine.len(),
+            self.shared.is_some()
+        )
+    }
 }
 
 /// Resolves when the simulator has published its backfill; see [`Fleet::backfill_done`].
@@ -501,6 +535,23 @@ impl BackfillDone {
 }
 
 impl Fleet {
+    /// The MQTT passwords the machines sign in with (user name: the machine id).
+    pub fn set_passwords(&mut self, passwords: HashMap<MachineId, String>) {
+        self.passwords = Passwords {
+            per_machine: passwords,
+            shared: None,
+        };
+    }
+
+    /// One MQTT login for every machine (a broker's private port), instead of their
+    /// own.
+    pub fn set_login(&mut self, user: &str, password: &str) {
+        self.passwords = Passwords {
+            per_machine: HashMap::new(),
+            shared: Some((user.to_owned(), password.to_owned())),
+        };
+    }
+
     pub fn now(&self) -> UnixMs {
         self.now
     }
@@ -777,6 +828,7 @@ pub fn demo_fleet(config: &SimConfig, now: UnixMs) -> Result<Fleet, SimError> {
         machines: sims,
         backfill_done,
         control: SimControl::default(),
+        passwords: Passwords::default(),
     })
 }
 

@@ -122,6 +122,7 @@ pub async fn run(
         machines,
         backfill_done,
         control,
+        passwords,
         ..
     } = fleet;
     let now = clock.now();
@@ -143,6 +144,7 @@ pub async fn run(
         control,
         faults: config.faults.clone(),
         seed: config.seed,
+        passwords,
     });
     info!(
         tenant = %ctx.tenant,

@@ -82,6 +82,8 @@ pub(crate) struct RunContext {
     /// Faults to inject (all off by default), and the run's seed they are drawn from.
     pub faults: FaultConfig,
     pub seed: u64,
+    /// MQTT passwords per machine (user name: the machine id).
+    pub passwords: crate::fleet::Passwords,
 }
 
 /// Counts machines down to the end of the backfill and then tells the fleet's
@@ -213,6 +215,9 @@ pub(crate) async fn run_machine(
             QoS::AtLeastOnce,
             true,
         ));
+    if let Some((user, password)) = ctx.passwords.login(&machine) {
+        options.set_credentials(user, password);
+    }
     let faults = FaultInjector::new(
         &ctx.faults,
         fault_seed(ctx.seed, &machine),
@@ -435,7 +440,7 @@ impl Publisher<'_> {
                 info!(machine = %self.machine, component, at = %event.ts, "component failed")
             }
             (EventKind::PartReplaced, true) => {
-                info!(machine = %self.machine, component, at = %event.ts, "part replaced after a breakdown")
+                info!(machine = %self.machine, component, at = %event.ts, "part replaced (a repair or a planned visit)")
             }
             (kind, _) => {
                 debug!(machine = %self.machine, component, at = %event.ts, kind = kind.as_str(), "event")

@@ -67,13 +67,32 @@ pub enum ForwardStep {
     Failed { batch_id: BatchId, reason: String },
 }
 
-/// Builds the HTTP client every request of the gateway goes through.
-pub fn http_client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
+/// Builds the HTTP client every request of the gateway goes through; with a token,
+/// every request carries it as `Authorization: Bearer` (a header marked sensitive).
+pub fn http_client(
+    timeout: Duration,
+    token: Option<&crate::config::Secret>,
+    tls: Option<&rustls::ClientConfig>,
+) -> Result<reqwest::Client, reqwest::Error> {
+    crate::tls::install_crypto_provider();
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = token
+        && let Ok(mut value) =
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+    {
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    let builder = reqwest::Client::builder()
+        .default_headers(headers)
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(5)))
-        .user_agent(concat!("wearcast-gateway/", env!("CARGO_PKG_VERSION")))
-        .build()
+        .user_agent(concat!("wearcast-gateway/", env!("CARGO_PKG_VERSION")));
+    match tls {
+        Some(tls) => builder.tls_backend_preconfigured(tls.clone()),
+        None => builder,
+    }
+    .build()
 }
 
 /// Sends batches from the spool to the server.
@@ -100,9 +119,17 @@ fn kind_label(kind: ItemKind) -> &'static str {
     }
 }
 
-/// 4xx answers that say "not now" rather than "never".
+/// 4xx answers that say "not now" rather than "never". A refused token (401, 403)
+/// is the gateway's configuration, not the batch's fault: the batch waits in the spool
+/// until an operator fixes the token, rather than being dead-lettered.
 fn is_transient_client_error(status: StatusCode) -> bool {
-    status == StatusCode::REQUEST_TIMEOUT || status == StatusCode::TOO_MANY_REQUESTS
+    matches!(
+        status,
+        StatusCode::REQUEST_TIMEOUT
+            | StatusCode::TOO_MANY_REQUESTS
+            | StatusCode::UNAUTHORIZED
+            | StatusCode::FORBIDDEN
+    )
 }
 
 impl Forwarder {
@@ -197,6 +224,9 @@ impl Forwarder {
                     }
                 } else {
                     let detail = excerpt(&answer);
+                    if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+                        error!(%status, %detail, "the server refused the gateway's API token; batches wait in the spool (set gateway.server_token_file to a valid gateway token)");
+                    }
                     self.failed(
                         outbox,
                         &batch,
@@ -338,6 +368,7 @@ impl Forwarder {
             );
         }
         let status = status.as_u16();
+        counter!(names::BATCHES_DEAD_LETTERED, "status" => status.to_string()).increment(1);
         self.finish(outbox, batch, SendOutcome::Done, |_| {
             ForwardStep::DeadLettered { batch_id, status }
         })

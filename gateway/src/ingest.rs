@@ -8,6 +8,9 @@
 //! `flush_interval` a sweep closes due windows into batches, logs the forwarder's
 //! confirmations and frees what is no longer needed.
 //!
+//! When the MQTT client's request queue is full, the acks that did not fit are handed
+//! over again every [`ACK_RETRY`], in order (never dropped).
+//!
 //! When the spool's disk budget is used up, the task stops taking messages (they wait,
 //! unacknowledged, in the channel and with the broker) until space is freed; the poll
 //! task keeps the connection alive meanwhile.
@@ -30,6 +33,10 @@ use crate::wal::Lsn;
 
 /// Messages handled in one go before the loop looks at its other duties.
 const BURST: usize = 512;
+/// How soon acks that did not fit into the MQTT client's request queue are tried again.
+pub(crate) const ACK_RETRY: Duration = Duration::from_millis(2);
+/// How long shutdown waits for the client to take the last acks.
+const ACK_DRAIN: Duration = Duration::from_secs(2);
 
 pub(crate) struct Ingest {
     pub spool: DurableSpool,
@@ -102,6 +109,7 @@ impl Ingest {
                     self.spool.log_confirmations();
                     self.spool.maintain(self.clock.now());
                 }
+                _ = tokio::time::sleep(ACK_RETRY), if self.acks_waiting() => self.ack_durable(),
                 message = messages.recv(), if open => {
                     let Some(message) = message else { break };
                     self.handle(message);
@@ -147,20 +155,39 @@ impl Ingest {
         Ok(())
     }
 
+    /// Acknowledges the messages that are durable, oldest first, as far as the MQTT
+    /// client's request queue takes them; the rest stay at the front of `awaiting`.
     fn ack_durable(&mut self) {
         let durable = self.spool.durable();
-        let n = self
-            .awaiting
-            .iter()
-            .take_while(|(lsn, _)| *lsn <= durable)
-            .count();
-        if n == 0 {
-            return;
+        let (done, sent) = self.gate.ack(
+            self.awaiting
+                .iter()
+                .take_while(|(lsn, _)| *lsn <= durable)
+                .map(|(_, m)| m),
+        );
+        if done > 0 {
+            self.awaiting.drain(..done);
         }
-        let sent = self.gate.ack(self.awaiting.iter().take(n).map(|(_, m)| m));
-        self.awaiting.drain(..n);
         Totals::add(&self.totals.messages_acked, sent);
         self.metrics.acked.increment(sent);
+    }
+
+    /// True when durable messages wait for room in the client's request queue.
+    fn acks_waiting(&self) -> bool {
+        self.awaiting
+            .front()
+            .is_some_and(|(lsn, _)| *lsn <= self.spool.durable())
+    }
+
+    /// Hands the last acks to the client before shutdown, waiting at most
+    /// [`ACK_DRAIN`] for room in its queue; what is left the broker redelivers.
+    async fn drain_acks(&mut self) {
+        let deadline = tokio::time::Instant::now() + ACK_DRAIN;
+        self.ack_durable();
+        while self.acks_waiting() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(ACK_RETRY).await;
+            self.ack_durable();
+        }
     }
 
     fn sweep(&mut self) {
@@ -181,6 +208,7 @@ impl Ingest {
             self.spool.flush()?;
             self.after_write()?;
             if self.spool.durable() >= self.spool.next_lsn() {
+                self.drain_acks().await;
                 return Ok(());
             }
             if writer.changed().await.is_err() {
@@ -218,7 +246,8 @@ impl Ingest {
         self.sync().await
     }
 
-    /// Messages handled but not acknowledged yet (their records are not durable).
+    /// Messages handled but not acknowledged yet (their records are not durable, or
+    /// the MQTT client has not taken their ack).
     pub fn unacknowledged(&self) -> usize {
         self.awaiting.len()
     }

@@ -23,7 +23,7 @@
 //!   confirmed by the server, on the write-ahead log of [`wal`]; batches with stable ids;
 //!   disk budget and overflow policy.
 //! - [`forward`]: `POST /api/v1/ingest` with retries; refused batches are dead-lettered.
-//! - [`registry`]: the cache of registered machines (`GET /api/v1/machines`).
+//! - [`registry`]: the cache of registered machines (`GET /api/v1/ingest/machines`).
 //! - [`deadletter`]: `dead-letter.jsonl` (refused batches) and `rejected.jsonl`
 //!   (rejected input), in `data_dir`.
 //! - [`stats`]: metric names and registration, run totals; [`backoff`]: retry schedules.
@@ -69,6 +69,7 @@ mod mqtt;
 pub mod registry;
 pub mod spool;
 pub mod stats;
+pub mod tls;
 mod validate;
 pub mod wal;
 pub mod window;
@@ -265,7 +266,12 @@ async fn run_inner(
     let rejects = RejectLog::open(&data_dir, REJECT_LOG_MAX_BYTES).map_err(dir_err)?;
     stats::register_metrics();
     metrics::gauge!(names::SPOOL_BUDGET_BYTES).set(settings.spool.max_bytes as f64);
-    let http = forward::http_client(settings.forward_timeout).map_err(GatewayError::HttpClient)?;
+    let http = forward::http_client(
+        settings.forward_timeout,
+        settings.server_token.as_ref(),
+        settings.server_tls.as_deref(),
+    )
+    .map_err(GatewayError::HttpClient)?;
 
     // Load the registry before subscribing, so a reachable server is consulted from the
     // first message on rather than machines being accepted provisionally.
@@ -360,12 +366,15 @@ async fn session(ctx: &mut RunContext, shutdown: &CancellationToken) -> Result<(
             }
         })?,
     };
-    let pipeline = Pipeline::new(
+    let mut pipeline = Pipeline::new(
         settings.limits.clone(),
         ctx.registry.clone(),
         rejects,
         ctx.totals.clone(),
     );
+    if let Some((per_second, burst)) = settings.device_budget {
+        pipeline.set_device_budget(per_second, burst);
+    }
 
     // Cancelled with `shutdown`, or by us when a task ends on its own.
     let stop = shutdown.child_token();

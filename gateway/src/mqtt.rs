@@ -21,13 +21,25 @@
 //! connection breaks, and purges acks still queued in the client; an ack is sent only
 //! for a message of the current epoch. The old connection's messages are redelivered
 //! and acknowledged again, which the `seq` de-duplication makes harmless.
+//!
+//! # When the client's request queue is full
+//!
+//! rumqttc's event loop takes one request (an ack) per turn, and only when it has no
+//! received packets left to hand out; under a burst (a broker emptying a queue of
+//! messages stored while the gateway was away) acks pile up faster than it sends them,
+//! and `try_ack` finds the queue full. An ack that is not queued is *not* resent by the
+//! broker until the next reconnect, and the broker stops delivering once its in-flight
+//! window is full of such messages, so an ack is never dropped: [`AckGate::ack`] stops
+//! at the first ack that does not fit, and the ingest task keeps that message and the
+//! ones after it and hands them over again a moment later.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rumqttc::{
-    AsyncClient, ClientError, ConnectionError, Event, EventLoop, MqttOptions, Outgoing, Packet,
-    Publish, QoS, Request, StateError, SubscribeReasonCode,
+    AsyncClient, ClientError, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttOptions,
+    Outgoing, Packet, Publish, QoS, Request, StateError, SubscribeReasonCode, TlsConfiguration,
+    Transport,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -67,6 +79,14 @@ pub(crate) fn options(settings: &Settings) -> MqttOptions {
         .set_keep_alive(Duration::from_secs(30))
         .set_max_packet_size(transport_limit, PACKET_OVERHEAD)
         .set_request_channel_capacity(REQUEST_CAPACITY);
+    if let Some(tls) = &settings.mqtt_tls {
+        options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+            tls.clone(),
+        )));
+    }
+    if let Some((user, password)) = &settings.credentials {
+        options.set_credentials(user.clone(), password.expose().to_owned());
+    }
     options
 }
 
@@ -105,29 +125,31 @@ impl AckGate {
         *self.lock()
     }
 
-    /// Acknowledges `messages` (in order); returns how many acks were queued. Messages
-    /// of an earlier connection are skipped: the broker redelivers them.
-    pub fn ack<'a>(&self, messages: impl IntoIterator<Item = &'a Incoming>) -> u64 {
+    /// Acknowledges `messages` in order until the client's request queue is full.
+    /// Returns how many messages are done with (acked, or skipped because they belong
+    /// to an earlier connection, whose broker redelivers them, or need no ack) and how
+    /// many acks were queued.
+    pub fn ack<'a>(&self, messages: impl IntoIterator<Item = &'a Incoming>) -> (usize, u64) {
         let epoch = self.lock();
-        let mut sent = 0;
+        let (mut done, mut sent) = (0, 0);
         for m in messages {
             if m.epoch != *epoch || m.publish.qos == QoS::AtMostOnce {
+                done += 1;
                 continue;
             }
             match self.client.try_ack(&m.publish) {
-                Ok(()) => sent += 1,
+                Ok(()) => {
+                    done += 1;
+                    sent += 1;
+                }
                 Err(ClientError::TryRequest(_)) | Err(ClientError::Request(_)) => {
-                    // Only when the event loop is gone (shutdown) or the queue is
-                    // somehow full: the broker redelivers the message, the seq
-                    // de-duplication drops the copy.
-                    debug!(
-                        pkid = m.publish.pkid,
-                        "ack not queued; the broker will redeliver"
-                    );
+                    // The queue is full (or the event loop gone, at shutdown): the
+                    // caller tries again later.
+                    break;
                 }
             }
         }
-        sent
+        (done, sent)
     }
 
     /// Called by the poll task when the connection broke: later acks for messages of
@@ -243,6 +265,12 @@ fn log_connection_error(broker: &str, e: &ConnectionError, retry_in: Duration) {
         // The broker will redeliver the same message on reconnect: operator action.
         error!(%broker, size, %retry_in,
             "the broker sent a message larger than the gateway's transport limit; lower the broker's message size limit (e.g. Mosquitto message_size_limit) or raise max_payload_bytes");
+    } else if let ConnectionError::ConnectionRefused(
+        code @ (ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized),
+    ) = e
+    {
+        error!(%broker, ?code, %retry_in,
+            "the broker refused the gateway's MQTT credentials; set gateway.mqtt_username and gateway.mqtt_password_file to a gateway user (wearcast device gateway-password)");
     } else {
         warn!(%broker, error = %e, %retry_in, "MQTT connection lost; reconnecting");
     }
@@ -271,5 +299,173 @@ async fn disconnect_cleanly(eventloop: &mut EventLoop, client: &AsyncClient) {
     match flushed {
         Ok(()) => info!("disconnected from the MQTT broker"),
         Err(_) => warn!("MQTT disconnect timed out"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The ack path against the Mosquitto broker on 127.0.0.1:1883 (skipped with a
+    //! message without one, unless `CI=true`).
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    const BROKER: (&str, u16) = ("127.0.0.1", 1883);
+
+    async fn broker_available(test: &str) -> bool {
+        let reachable = tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::net::TcpStream::connect(BROKER),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok());
+        if !reachable {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "{test}: no MQTT broker at {}:{} and CI=true",
+                BROKER.0,
+                BROKER.1
+            );
+            eprintln!("SKIPPED {test}: no MQTT broker at {BROKER:?} (start Mosquitto)");
+        }
+        reachable
+    }
+
+    fn subscriber(client_id: &str, capacity: usize) -> (AsyncClient, EventLoop) {
+        let mut options = MqttOptions::new(client_id, BROKER.0, BROKER.1);
+        options
+            .set_clean_session(false)
+            .set_manual_acks(true)
+            .set_request_channel_capacity(capacity);
+        AsyncClient::new(options, capacity)
+    }
+
+    /// Polls `eventloop` until `idle` passes without an event or the connection ends
+    /// (as after a DISCONNECT); returns the publishes seen.
+    async fn poll_for(eventloop: &mut EventLoop, idle: Duration) -> Vec<Publish> {
+        let mut got = Vec::new();
+        while let Ok(Ok(event)) = tokio::time::timeout(idle, eventloop.poll()).await {
+            if let Event::Incoming(Packet::Publish(p)) = event {
+                got.push(p);
+            }
+        }
+        got
+    }
+
+    /// The bug this guards against: under a burst the client's request queue filled up,
+    /// acks that did not fit were dropped, the broker never resent those messages on the
+    /// live connection and, its in-flight window full of them, stopped delivering.
+    #[tokio::test]
+    async fn acks_that_do_not_fit_the_client_queue_wait_and_none_is_lost() {
+        let test = "acks_that_do_not_fit_the_client_queue_wait_and_none_is_lost";
+        if !broker_available(test).await {
+            return;
+        }
+        let id = format!("ackq-{}-{}", std::process::id(), rand_suffix());
+        let topic = format!("wearcast-test/{id}");
+        const CAPACITY: usize = 4;
+        const N: usize = 200;
+
+        let (client, mut eventloop) = subscriber(&id, CAPACITY);
+        client.subscribe(&topic, QoS::AtLeastOnce).await.unwrap();
+        poll_for(&mut eventloop, Duration::from_millis(300)).await;
+
+        let (publisher, mut pub_loop) = AsyncClient::new(
+            MqttOptions::new(format!("{id}-pub"), BROKER.0, BROKER.1),
+            N + 10,
+        );
+        for i in 0..N {
+            publisher
+                .publish(&topic, QoS::AtLeastOnce, false, i.to_string())
+                .await
+                .unwrap();
+        }
+        let publishing = tokio::spawn(async move {
+            let mut acked = 0;
+            while acked < N {
+                if let Event::Incoming(Packet::PubAck(_)) = pub_loop.poll().await.unwrap() {
+                    acked += 1;
+                }
+            }
+        });
+
+        let gate = AckGate::new(client.clone());
+        // What the ingest task does: ack from the front, keep what did not fit.
+        let mut queue: std::collections::VecDeque<Incoming> = Default::default();
+        let send = |queue: &mut std::collections::VecDeque<Incoming>| {
+            let (done, sent) = gate.ack(queue.iter());
+            queue.drain(..done);
+            sent
+        };
+        // The broker sends up to its in-flight window (Mosquitto: 20) before it needs
+        // acks; none are sent while the event loop is not polled, so the queue fills.
+        let first = poll_for(&mut eventloop, Duration::from_millis(500)).await;
+        assert!(
+            first.len() > 2 * CAPACITY,
+            "the broker sent only {} messages before acks; the test needs more",
+            first.len()
+        );
+        let mut received: Vec<String> = Vec::new();
+        for publish in first {
+            received.push(String::from_utf8(publish.payload.to_vec()).unwrap());
+            queue.push_back(Incoming { publish, epoch: 0 });
+        }
+        let before = queue.len();
+        let sent = send(&mut queue);
+        assert_eq!(sent, CAPACITY as u64, "the client queue takes {CAPACITY}");
+        assert_eq!(queue.len(), before - CAPACITY, "what did not fit waits");
+
+        // Polling drains the client queue; retrying hands over the rest, and the broker
+        // goes on delivering.
+        let mut total_sent = sent;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while received.len() < N || !queue.is_empty() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "stalled: {} of {N} received, {} acks waiting",
+                received.len(),
+                queue.len()
+            );
+            for publish in poll_for(&mut eventloop, Duration::from_millis(20)).await {
+                received.push(String::from_utf8(publish.payload.to_vec()).unwrap());
+                queue.push_back(Incoming { publish, epoch: 0 });
+            }
+            total_sent += send(&mut queue);
+        }
+        // Let the last acks leave, then disconnect cleanly.
+        poll_for(&mut eventloop, Duration::from_millis(200)).await;
+        client.try_disconnect().unwrap();
+        poll_for(&mut eventloop, Duration::from_millis(200)).await;
+        publishing.await.unwrap();
+
+        let expected: Vec<String> = (0..N).map(|i| i.to_string()).collect();
+        assert_eq!(received, expected, "every message once, in order");
+        assert_eq!(total_sent, N as u64);
+
+        // The broker holds nothing unacknowledged for the session: a reconnect gets no
+        // redelivery.
+        let (again, mut eventloop) = subscriber(&id, CAPACITY);
+        let redelivered = poll_for(&mut eventloop, Duration::from_millis(700)).await;
+        assert!(
+            redelivered.is_empty(),
+            "{} messages redelivered: their acks were lost",
+            redelivered.len()
+        );
+        // Leave no session behind.
+        drop((again, eventloop));
+        let mut options = MqttOptions::new(&id, BROKER.0, BROKER.1);
+        options.set_clean_session(true);
+        let (cleaner, mut eventloop) = AsyncClient::new(options, 10);
+        poll_for(&mut eventloop, Duration::from_millis(200)).await;
+        let _ = cleaner.try_disconnect();
+        poll_for(&mut eventloop, Duration::from_millis(100)).await;
+    }
+
+    fn rand_suffix() -> u128 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+            % 1_000_000_000
     }
 }

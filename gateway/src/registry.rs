@@ -1,4 +1,5 @@
-//! The cache of machines the server knows (`GET {server}/api/v1/machines`), so the
+//! The cache of machines the server knows (`GET {server}/api/v1/ingest/machines`, which
+//! a gateway token may read), so the
 //! gateway can turn away messages from machines nobody registered, or that claim the
 //! wrong tenant, before they cost aggregation work and storage.
 //!
@@ -146,7 +147,7 @@ impl RegistryRefresher {
         let (publish, _) = watch::channel(None);
         Self {
             http,
-            url: format!("{server_url}/api/v1/machines"),
+            url: format!("{server_url}/api/v1/ingest/machines"),
             refresh,
             publish,
             wake: Arc::new(Notify::new()),
@@ -298,13 +299,13 @@ mod tests {
         assert_eq!(loaded.check(&t, &m), RegistryVerdict::UnknownMachine);
     }
 
-    /// Serves `body` with `status` at `/api/v1/machines`; both can be changed later.
+    /// Serves `body` with `status` at `/api/v1/ingest/machines`; both can be changed later.
     async fn machine_list_server(body: &str) -> (String, Arc<std::sync::Mutex<(u16, String)>>) {
         use axum::extract::State;
         let answer = Arc::new(std::sync::Mutex::new((200u16, body.to_owned())));
         let app = axum::Router::new()
             .route(
-                "/api/v1/machines",
+                "/api/v1/ingest/machines",
                 axum::routing::get(
                     |State(a): State<Arc<std::sync::Mutex<(u16, String)>>>| async move {
                         let (status, body) = a.lock().unwrap().clone();
@@ -322,6 +323,7 @@ mod tests {
     #[tokio::test]
     async fn the_refresher_loads_the_servers_list_and_keeps_it_when_the_server_fails() {
         let (url, answer) = machine_list_server(r#"[{"id":"m1","tenant":"acme"}]"#).await;
+        crate::tls::install_crypto_provider();
         let http = reqwest::Client::new();
         let refresher = RegistryRefresher::new(http, &url, Duration::from_secs(60));
         let handle = refresher.handle();

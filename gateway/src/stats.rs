@@ -32,6 +32,8 @@ pub mod names {
     pub const FORWARD_LATENCY: &str = "wearcast_gateway_forward_latency_seconds";
     pub const DELIVERY_DELAY: &str = "wearcast_gateway_delivery_delay_seconds";
     pub const DROPPED: &str = "wearcast_gateway_dropped_total";
+    /// Batches the server refused for good (4xx), moved to `dead-letter.jsonl`.
+    pub const BATCHES_DEAD_LETTERED: &str = "wearcast_gateway_batches_dead_lettered_total";
     pub const SPOOL_BATCHES: &str = "wearcast_gateway_spool_batches";
     pub const SPOOL_BYTES: &str = "wearcast_gateway_spool_bytes";
     pub const SPOOL_BUDGET_BYTES: &str = "wearcast_gateway_spool_budget_bytes";
@@ -127,6 +129,10 @@ pub fn register_metrics() {
     describe_counter!(
         DROPPED,
         "Accepted data dropped, by reason (spool_full, spool_corrupt) and unit (batch, sample, event, status)"
+    );
+    describe_counter!(
+        BATCHES_DEAD_LETTERED,
+        "Batches the server refused for good (4xx), moved to dead-letter.jsonl, by status"
     );
     describe_gauge!(SPOOL_BATCHES, "Batches in the spool waiting for the server");
     describe_gauge!(SPOOL_BYTES, "Bytes of the spool's log segments on disk");

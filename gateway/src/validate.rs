@@ -6,7 +6,10 @@
 //! here does network I/O (the registry is a cached view), so the ingest task can call it
 //! inline.
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
+
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use tracing::{debug, info, warn};
 use wearcast_protocol::event::{EventPayload, StatusMessage, StatusUpdate};
@@ -48,6 +51,8 @@ pub struct Pipeline {
     metrics: HotMetrics,
     /// Provisional acceptance is announced once, not per message.
     warned_provisional: bool,
+    /// Each machine's message budget (`device_messages_per_second`), if any.
+    device_budget: Option<DefaultKeyedRateLimiter<MachineKey>>,
 }
 
 impl Pipeline {
@@ -64,7 +69,35 @@ impl Pipeline {
             totals,
             metrics: HotMetrics::register(),
             warned_provisional: false,
+            device_budget: None,
         }
+    }
+
+    /// Gives every machine a budget of `per_second` messages sustained, `burst` at once;
+    /// beyond it a message is rejected as `rate_limited` (and acknowledged, like any
+    /// rejection: a flooding device must not hold up the shared subscription).
+    pub(crate) fn set_device_budget(&mut self, per_second: NonZeroU32, burst: NonZeroU32) {
+        self.device_budget = Some(RateLimiter::keyed(
+            Quota::per_second(per_second).allow_burst(burst),
+        ));
+    }
+
+    fn over_budget(&self, key: &MachineKey) -> Option<Rejection> {
+        let budget = self.device_budget.as_ref()?;
+        if budget.check_key(key).is_ok() {
+            return None;
+        }
+        if budget.len() > 100_000 {
+            budget.retain_recent();
+        }
+        Some(Rejection::new(
+            RejectReason::RateLimited,
+            RejectUnit::Message,
+            format!(
+                "machine `{}` sent more messages than its budget (device_messages_per_second)",
+                key.machine
+            ),
+        ))
     }
 
     /// Handles one message completely; once the spool has made what it appended
@@ -96,6 +129,10 @@ impl Pipeline {
             tenant: parsed.tenant,
             machine: parsed.machine,
         };
+        if let Some(r) = self.over_budget(&key) {
+            self.reject(&mut out, topic, payload, now, &r);
+            return out;
+        }
         let result = match parsed.kind {
             TopicKind::Telemetry => {
                 self.telemetry(&key, message, now, spool, &mut out);
@@ -465,6 +502,35 @@ mod tests {
         );
         assert_eq!(Totals::get(&f.totals.rejected), 7);
         assert_eq!(Totals::get(&f.totals.messages), 7);
+    }
+
+    #[test]
+    fn a_machine_over_its_budget_is_rejected_and_counted_while_others_go_on() {
+        let two = RegistryHandle::fixed(Some(Arc::new(MachineDirectory::from_pairs(
+            ["m1", "m2"].map(|m| {
+                (
+                    MachineId::parse(m).unwrap(),
+                    TenantId::parse("acme").unwrap(),
+                )
+            }),
+        ))));
+        let mut f = fixture_with(two, TelemetryLimits::default());
+        let (one, three) = (NonZeroU32::MIN, NonZeroU32::new(3).unwrap());
+        f.pipeline.set_device_budget(one, three);
+        let accepted: Vec<u64> = (1..=5)
+            .map(|seq| f.handle(TOPIC, &telemetry(seq, NOW, 1.0)).samples_accepted)
+            .collect();
+        assert_eq!(accepted, [1, 1, 1, 0, 0], "a burst of 3, then refused");
+        assert_eq!(
+            f.rejected_reasons(),
+            ["\"rate_limited\"", "\"rate_limited\""]
+        );
+        assert_eq!(Totals::get(&f.totals.rejected), 2);
+        let other = f.handle("wearcast/v1/acme/m2/telemetry", &telemetry(1, NOW, 1.0));
+        assert_eq!(
+            other.samples_accepted, 1,
+            "another machine has its own budget"
+        );
     }
 
     #[test]

@@ -188,6 +188,16 @@ pub struct Machine {
     pub components: Vec<InstalledComponent>,
 }
 
+impl Machine {
+    /// When the component `key` was last installed: as listed, else at commissioning.
+    pub fn installed_at(&self, key: &ComponentKey) -> UnixMs {
+        self.components
+            .iter()
+            .find(|c| &c.key == key)
+            .map_or(self.commissioned_at, |c| c.installed_at)
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ContractTier {

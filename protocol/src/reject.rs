@@ -36,10 +36,12 @@ pub enum RejectReason {
     BadEvent,
     /// A window aggregate whose statistics are inconsistent.
     BadWindow,
+    /// The device sent more messages than its per-device budget allows.
+    RateLimited,
 }
 
 impl RejectReason {
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 16] = [
         Self::TooLarge,
         Self::Malformed,
         Self::BadTopic,
@@ -55,6 +57,7 @@ impl RejectReason {
         Self::TooMany,
         Self::BadEvent,
         Self::BadWindow,
+        Self::RateLimited,
     ];
 
     pub fn label(self) -> &'static str {
@@ -74,6 +77,7 @@ impl RejectReason {
             Self::TooMany => "too_many",
             Self::BadEvent => "bad_event",
             Self::BadWindow => "bad_window",
+            Self::RateLimited => "rate_limited",
         }
     }
 }

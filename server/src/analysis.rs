@@ -127,11 +127,25 @@ pub fn complete(
     readings
 }
 
+/// Called with a machine and its estimates (component, estimate) once they are stored.
+pub type SavedEstimates<'a> = dyn FnMut(&str, &[(String, RulEstimate)]) + Send + 'a;
+
 /// One model step at `now`.
 pub async fn run_cycle(
     store: &Store,
     now: UnixMs,
     settings: &AnalysisSettings,
+) -> Result<CycleReport, StoreError> {
+    run_cycle_observed(store, now, settings, &mut |_, _| {}).await
+}
+
+/// [`run_cycle`], telling `on_saved` each machine's estimates once they are stored (the
+/// server copies them to its sinks).
+pub async fn run_cycle_observed(
+    store: &Store,
+    now: UnixMs,
+    settings: &AnalysisSettings,
+    on_saved: &mut SavedEstimates<'_>,
 ) -> Result<CycleReport, StoreError> {
     let started = Instant::now();
     let mut report = CycleReport::default();
@@ -205,6 +219,7 @@ pub async fn run_cycle(
         store
             .save_estimates(&machine, data_version, &estimates)
             .await?;
+        on_saved(&machine, &estimates);
     }
 
     // What the fleet knows changes when a life ends (until the first does, a part

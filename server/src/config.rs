@@ -36,6 +36,67 @@ pub struct ServerConfig {
     pub notifications: NotificationsConfig,
     /// After-sales analytics: surveys, account health, LTV, recommendations.
     pub analytics: crate::analytics::AnalyticsConfig,
+    /// The InfluxDB v2 sink of telemetry windows and health estimates (off without a
+    /// URL).
+    pub influx: crate::sink::influx::InfluxConfig,
+    /// Mark the dashboards' session cookies `Secure` (sent over HTTPS only). Set it
+    /// when a TLS-terminating proxy serves Wearcast; plain HTTP would then never send
+    /// them back. With `tls` set they are always `Secure`.
+    pub secure_cookies: bool,
+    /// Serve HTTPS only, with this certificate and key (`[server.tls]`: `cert_file`,
+    /// `key_file`, PEM). Unset: plain HTTP.
+    pub tls: Option<crate::tls::TlsConfig>,
+    /// Each tenant's `/api/v1` request budget (429 beyond it).
+    pub rate_limit: crate::api::limits::RateLimitConfig,
+    /// How long raw telemetry windows and batch ids are kept.
+    pub retention: RetentionConfig,
+}
+
+/// `[server.retention]`: raw telemetry windows older than `raw_windows` (platform
+/// time) become hourly roll-ups, kept for the life of the machine; batch ids (which
+/// recognise a redelivered batch) are forgotten after `batch_ids`. A pass runs every
+/// `interval` (real time).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    #[serde(with = "humantime_serde")]
+    pub raw_windows: Duration,
+    #[serde(with = "humantime_serde")]
+    pub batch_ids: Duration,
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            raw_windows: Duration::from_secs(30 * 86_400),
+            // Longer than a gateway keeps a sample (35 days by default), so a batch it
+            // redelivers from its spool is still recognised.
+            batch_ids: Duration::from_secs(60 * 86_400),
+            interval: Duration::from_secs(600),
+        }
+    }
+}
+
+impl RetentionConfig {
+    /// Problems with the settings, each naming its key.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.raw_windows < Duration::from_secs(2 * 3600) {
+            out.push("server.retention.raw_windows must be at least 2h".into());
+        }
+        if self.batch_ids < Duration::from_secs(86_400) {
+            out.push(
+                "server.retention.batch_ids must be at least 1d (longer than a gateway may hold a batch)"
+                    .into(),
+            );
+        }
+        if self.interval.is_zero() {
+            out.push("server.retention.interval must be positive".into());
+        }
+        out
+    }
 }
 
 /// How field service plans and contacts customers.
@@ -159,6 +220,11 @@ impl Default for ServerConfig {
             service: ServiceConfig::default(),
             notifications: NotificationsConfig::default(),
             analytics: crate::analytics::AnalyticsConfig::default(),
+            influx: crate::sink::influx::InfluxConfig::default(),
+            secure_cookies: false,
+            tls: None,
+            rate_limit: crate::api::limits::RateLimitConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -183,11 +249,9 @@ impl ServerConfig {
             problems.push("server.analysis_interval must be positive".into());
         }
         for w in &self.notifications.webhooks {
-            // TLS arrives with the security issue; until then a local TLS-terminating
-            // proxy carries webhooks to the internet.
-            if !w.url.starts_with("http://") {
+            if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
                 problems.push(format!(
-                    "server.notifications.webhooks: `{}` must be an http:// URL (put a TLS-terminating proxy in front of https endpoints for now)",
+                    "server.notifications.webhooks: `{}` must be an http:// or https:// URL",
                     w.url
                 ));
             }
@@ -208,10 +272,40 @@ impl ServerConfig {
             problems.push("server.max_body_bytes must be at least 1024".into());
         }
         problems.extend(self.analytics.problems());
+        problems.extend(self.influx.problems());
+        problems.extend(self.rate_limit.problems());
+        problems.extend(self.retention.problems());
         if problems.is_empty() {
             Ok(())
         } else {
             Err(problems)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn webhooks_may_be_http_or_https_and_nothing_else() {
+        let with = |url: &str| ServerConfig {
+            notifications: NotificationsConfig {
+                webhooks: vec![WebhookConfig {
+                    url: url.into(),
+                    secret: "0123456789abcdef".into(),
+                    events: vec![],
+                }],
+                ..NotificationsConfig::default()
+            },
+            ..ServerConfig::default()
+        };
+        assert!(with("http://hooks.local/wearcast").check().is_ok());
+        assert!(with("https://hooks.example.com/wearcast").check().is_ok());
+        let problems = with("ftp://hooks.local").check().unwrap_err();
+        assert!(
+            problems.iter().any(|p| p.contains("ftp://hooks.local")),
+            "{problems:?}"
+        );
     }
 }

@@ -40,6 +40,8 @@ pub struct PlanReport {
     pub proposed: u64,
     pub superseded: u64,
     pub expired: u64,
+    /// Work orders cancelled because their parts were replaced in the meantime.
+    pub work_orders_cancelled: u64,
     /// Contacts held back by the customers' weekly caps.
     pub held_back: u64,
 }
@@ -51,7 +53,13 @@ pub async fn plan_all(
     settings: &PlanningSettings,
 ) -> Result<PlanReport, StoreError> {
     let started = Instant::now();
-    let mut report = PlanReport::default();
+    // First, so the components these orders held are free to be planned again.
+    let mut report = PlanReport {
+        work_orders_cancelled: store
+            .cancel_overtaken_work_orders(now, &settings.notifications)
+            .await?,
+        ..PlanReport::default()
+    };
     let week_ago = now.plus_ms(-7 * UnixMs::DAY);
     let ctx = PlanningContext {
         technicians: store.technician_profiles().await?,
@@ -102,6 +110,8 @@ pub async fn plan_all(
     metrics::counter!("wearcast_offers_total", "transition" => "superseded")
         .increment(report.superseded);
     metrics::counter!("wearcast_offers_total", "transition" => "expired").increment(report.expired);
+    metrics::counter!("wearcast_work_orders_cancelled_total")
+        .increment(report.work_orders_cancelled);
     metrics::counter!("wearcast_offers_held_back_total").increment(report.held_back);
     for (status, n) in store.offer_counts().await? {
         metrics::gauge!("wearcast_offers", "status" => status).set(n as f64);

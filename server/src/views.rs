@@ -378,6 +378,20 @@ pub struct KpisView {
     pub by_customer: Vec<CustomerKpisView>,
 }
 
+/// `GET /api/v1/model-quality`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ModelQualityView {
+    pub period: PeriodView,
+    /// The one customer the figures are restricted to, if any.
+    pub customer: Option<String>,
+    /// How often each component's prediction is sampled (hours of platform time).
+    pub sampled_every_h: f64,
+    /// The share of failures an honest P10–P90 interval contains: [low, high].
+    pub target_inside: [f64; 2],
+    #[serde(flatten)]
+    pub quality: crate::model::quality::ModelQuality,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct CustomerKpisView {
     pub customer: String,

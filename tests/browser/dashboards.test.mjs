@@ -15,7 +15,7 @@
 // with a message, except under CI=true, where that is a failure.
 
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -68,12 +68,15 @@ function startPlatform() {
     { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: 'warn', WEARCAST_DEMO__ACTORS: 'false' } },
   );
   const stderr = [];
-  child.stderr.on('data', (d) => {
-    stderr.push(d);
-    if (stderr.length > 200) stderr.shift();
+  // Errors and panics are kept apart from the rolling tail, which would lose an early one.
+  const alarms = [];
+  createInterface({ input: child.stderr }).on('line', (line) => {
+    stderr.push(line);
+    if (stderr.length > 400) stderr.shift();
+    if (/panicked|ERROR/.test(line) && alarms.length < 20) alarms.push(line);
   });
   const url = new Promise((resolveUrl, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no banner within 60 s:\n${Buffer.concat(stderr)}`)), 60000);
+    const timer = setTimeout(() => reject(new Error(`no banner within 60 s:\n${stderr.join('\n')}`)), 60000);
     createInterface({ input: child.stdout }).on('line', (line) => {
       const m = /^\s*Dashboard:\s*(\S+)/.exec(line);
       if (m) {
@@ -81,7 +84,7 @@ function startPlatform() {
         resolveUrl(m[1].replace(/\/$/, ''));
       }
     });
-    child.on('exit', (code) => reject(new Error(`wearcast exited (${code}):\n${Buffer.concat(stderr)}`)));
+    child.on('exit', (code) => reject(new Error(`wearcast exited (${code}):\n${stderr.join('\n')}`)));
   });
   const stop = async () => {
     if (child.exitCode === null) {
@@ -99,11 +102,15 @@ function startPlatform() {
     }
     rmSync(dir, { recursive: true, force: true });
   };
-  return { url, stop, stderr: () => Buffer.concat(stderr).toString() };
+  // The demo writes one API token per role, customer and technician here.
+  const token = (name) => readFileSync(join(dir, 'data', 'tokens', `${name}.token`), 'utf8').trim();
+  return { url, stop, token, stderr: () => stderr.join('\n'), alarms: () => alarms };
 }
 
+let adminToken = '';
+
 async function api(base, path) {
-  const res = await fetch(base + path);
+  const res = await fetch(base + path, { headers: { Authorization: `Bearer ${adminToken}` } });
   if (!res.ok) throw new Error(`GET ${path}: ${res.status}`);
   return res.json();
 }
@@ -161,6 +168,21 @@ async function watchedPage(context, name) {
   return page;
 }
 
+/**
+ * Signs `context` in through /signin with `token` (the session cookie is the context's)
+ * and checks that `/`, where sign-in returns to, leads on to the role's `view`.
+ */
+async function signIn(context, base, token, view) {
+  const page = await watchedPage(context, '/signin');
+  await page.goto(`${base}/signin?next=/`);
+  await page.fill('#token', token);
+  await Promise.all([page.waitForURL(`${base}${view}`), page.click('#signin-form button[type="submit"]')]);
+  const cookies = await context.cookies(base);
+  const session = cookies.find((c) => c.name === 'wearcast_session');
+  check(session && session.httpOnly && session.sameSite === 'Strict', `the session cookie is not HttpOnly and SameSite=Strict: ${JSON.stringify(session && { ...session, value: '…' })}`);
+  await page.close();
+}
+
 /** Opens `path` and waits for `ready` (a selector); returns ms from navigation start. */
 async function openView(page, base, path, ready) {
   await page.goto(base + path, { waitUntil: 'commit' });
@@ -179,14 +201,19 @@ try {
   mkdirSync(SHOTS, { recursive: true });
   browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-dev-shm-usage'] });
   const desktop = await browser.newContext({ viewport: DESKTOP, timezoneId: 'UTC', locale: 'en-GB' });
+  // Signed in as the demo's admin, from the token file `up --demo` wrote.
+  adminToken = platform.token('admin');
+  await signIn(desktop, base, adminToken, '/manufacturer');
 
-  // The landing page leads to the three views.
-  const landing = await watchedPage(desktop, '/');
+  // Before signing in, the landing page leads to the three views and to sign-in.
+  const anonymous = await browser.newContext({ viewport: DESKTOP, timezoneId: 'UTC', locale: 'en-GB' });
+  const landing = await watchedPage(anonymous, '/');
   await landing.goto(`${base}/`);
-  for (const href of ['/operator', '/service', '/manufacturer']) {
+  for (const href of ['/operator', '/service', '/manufacturer', '/signin']) {
     check(await landing.locator(`main a[href="${href}"]`).count() === 1, `/ has no link to ${href}`);
   }
   await landing.close();
+  await anonymous.close();
 
   // An open offer now (preferably not an urgent visit: it has other stops to pick). The
   // demo's planner supersedes offers as risk rises, so each step asks again.
@@ -197,6 +224,17 @@ try {
     });
   let offer = await currentOffer(90000);
   log(`offer ${offer.id} for ${offer.machine} (${offer.customer})`);
+
+  // A customer signed in lands on the operator view, which shows their machines only.
+  const plant = await browser.newContext({ viewport: DESKTOP, timezoneId: 'UTC', locale: 'en-GB' });
+  await signIn(plant, base, platform.token(`customer-${offer.customer}`), '/operator');
+  const own = await watchedPage(plant, '/operator (customer)');
+  await openView(own, base, '/operator', '#machines-table table');
+  const shown = await own.locator('#machines-table tbody tr').count();
+  const theirs = (await api(base, '/api/v1/machines')).filter((m) => m.customer === offer.customer).length;
+  check(shown === theirs, `the customer's operator view lists ${shown} machines, they have ${theirs}`);
+  await own.close();
+  await plant.close();
 
   // Render times: navigation start to the view's main content, each view loaded RUNS
   // times in a fresh tab. Other work on the machine (the demo itself, builds) only ever
@@ -336,12 +374,24 @@ try {
   await openView(mf, base, '/manufacturer', '#accounts-table table');
   await mf.waitForSelector('#kpi-tiles .stats');
   check((await mf.locator('#chart-offers svg .c-bar').count()) === 4, 'no offers chart');
+  await mf.waitForSelector('#quality-tiles .stats');
+  check((await mf.locator('#chart-calibration svg .c-bar').count()) === 3, 'no model-quality chart');
+  check((await mf.locator('#quality-table tbody tr').count()) >= 3, 'no model-quality table by status');
   await mf.screenshot({ path: join(SHOTS, 'manufacturer.png'), fullPage: true });
+  // Drill down to one customer: the KPIs are asked for that customer and say so.
+  const choices = await mf.locator('#kpi-customer option').evaluateAll((os) => os.map((o) => o.value).filter(Boolean));
+  check(choices.length >= 2, `customer drill-down lists ${choices.length} customers`);
+  const drilled = mf.waitForRequest((r) => r.url().includes('/api/v1/kpis?') && r.url().includes(`customer=${choices[0]}`));
+  await mf.selectOption('#kpi-customer', choices[0]);
+  await drilled;
+  await mf.waitForFunction((c) => (document.getElementById('kpis-note')?.textContent ?? '').includes(`(${c})`), choices[0]);
+  check(new URL(mf.url()).searchParams.get('customer') === choices[0], 'the drill-down is not in the address');
   await mf.close();
   await desktop.close();
 
   // ---- tablet width: no view scrolls sideways
   const tablet = await browser.newContext({ viewport: TABLET, timezoneId: 'UTC', locale: 'en-GB', hasTouch: true });
+  await signIn(tablet, base, adminToken, '/manufacturer');
   for (const [path, ready] of [
     [`/operator?customer=${encodeURIComponent(offer.customer)}#machine=${encodeURIComponent(offer.machine)}`, '#detail-chart svg .c-hist'],
     ['/service?status=all', '#schedule-list .tech'],
@@ -373,6 +423,7 @@ try {
 } catch (err) {
   console.error(`FAIL: ${err.message}`);
   if (problems.length) console.error(`page problems:\n  ${problems.join('\n  ')}`);
+  if (platform.alarms().length) console.error(`--- wearcast errors and panics ---\n${platform.alarms().join('\n')}`);
   console.error(`--- last wearcast stderr ---\n${platform.stderr().split('\n').slice(-40).join('\n')}`);
   process.exitCode = 1;
 } finally {

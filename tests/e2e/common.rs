@@ -80,6 +80,7 @@ impl Platform {
                     }
                     if let Some(rest) = line.trim().strip_prefix("MQTT broker:") {
                         let url = rest.split_whitespace().next().unwrap_or_default();
+                        let url = url.trim_start_matches("mqtts://");
                         mqtt = Some(url.trim_start_matches("mqtt://").to_string());
                     }
                 }
@@ -109,13 +110,35 @@ impl Platform {
         self.dir.path().join("data")
     }
 
+    /// The admin API token `up` wrote to `<data dir>/tokens/admin.token`.
+    pub fn admin_token(&self) -> String {
+        self.token("admin")
+    }
+
+    /// The secret of `<data dir>/tokens/<name>.token`.
+    pub fn token(&self, name: &str) -> String {
+        let path = self.data_dir().join("tokens").join(format!("{name}.token"));
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .trim()
+            .to_string()
+    }
+
+    /// A client that calls the API as the admin.
+    pub fn client(&self) -> reqwest::Client {
+        bearer(&self.admin_token())
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     pub async fn get(&self, path: &str) -> Value {
         let url = format!("{}{path}", self.http);
-        let resp = reqwest::get(&url)
+        let resp = self
+            .client()
+            .get(&url)
+            .send()
             .await
             .unwrap_or_else(|e| panic!("GET {url}: {e}"));
         let status = resp.status();
@@ -127,7 +150,8 @@ impl Platform {
     /// POSTs `body` (JSON text, or empty) and expects a success.
     pub async fn post(&self, path: &str, body: &str) -> Value {
         let url = format!("{}{path}", self.http);
-        let resp = reqwest::Client::new()
+        let resp = self
+            .client()
             .post(&url)
             .header("content-type", "application/json")
             .body(body.to_string())
@@ -141,7 +165,10 @@ impl Platform {
     }
 
     pub async fn get_status(&self, path: &str) -> (u16, String) {
-        let resp = reqwest::get(format!("{}{path}", self.http))
+        let resp = self
+            .client()
+            .get(format!("{}{path}", self.http))
+            .send()
             .await
             .expect("request");
         let status = resp.status().as_u16();
@@ -149,6 +176,7 @@ impl Platform {
     }
 
     pub async fn metrics(&self) -> String {
+        wearcast_server::tls::install_crypto_provider();
         reqwest::get(format!("{}/metrics", self.http))
             .await
             .expect("metrics")
@@ -192,6 +220,20 @@ impl Drop for Platform {
             let _ = self.child.wait();
         }
     }
+}
+
+/// A client that sends `token` as `Authorization: Bearer` on every request.
+pub fn bearer(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().expect("token header"),
+    );
+    wearcast_server::tls::install_crypto_provider();
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("client")
 }
 
 /// Polls `probe` every 250 ms until it returns `Some`, or panics after `timeout`.

@@ -9,9 +9,13 @@
 // A test that cannot set up its fixture should stop right there.
 #![allow(clippy::unwrap_used)]
 
+mod broker_access;
 mod cli;
 mod common;
 mod demo;
+mod devices;
 mod faults;
 mod pipeline;
 mod processes;
+mod rejections;
+mod tls;

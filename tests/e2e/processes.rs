@@ -106,6 +106,11 @@ pub struct OwnBroker {
 
 impl OwnBroker {
     pub fn start() -> Self {
+        Self::start_with("allow_anonymous true\n")
+    }
+
+    /// A broker whose access settings are `access` (e.g. a password and an ACL file).
+    pub fn start_with(access: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         // Started as root, Mosquitto drops to its own user: it must still be able to
         // write its persistence file and log here.
@@ -121,7 +126,7 @@ impl OwnBroker {
             &config,
             format!(
                 "listener {port} 127.0.0.1\n\
-                 allow_anonymous true\n\
+                 {access}\
                  persistence true\n\
                  persistence_location {}/\n\
                  max_inflight_messages 100\n\
@@ -381,7 +386,7 @@ impl ServerProcess {
             "{}/api/v1/machines/{machine}/telemetry?channel={channel}&limit=100000",
             self.url
         );
-        let Ok(resp) = reqwest::get(&url).await else {
+        let Ok(resp) = self.client().get(&url).send().await else {
             return BTreeMap::new();
         };
         // 404 until the first window of the channel is in.
@@ -410,6 +415,29 @@ impl ServerProcess {
     pub fn log_tail(&self) -> String {
         tail(&self.log, 40)
     }
+
+    /// A client with the admin token the server wrote at its first start.
+    pub fn client(&self) -> reqwest::Client {
+        let token = std::fs::read_to_string(self.data.join("tokens").join("admin.token"))
+            .expect("the server's admin token");
+        crate::common::bearer(token.trim())
+    }
+
+    /// Issues a gateway token with `wearcast token create` into `file`.
+    pub fn gateway_token(&self, file: &Path) {
+        let out = Command::new(BIN)
+            .args(["token", "create", "--role", "gateway", "--data-dir"])
+            .arg(&self.data)
+            .arg("--output")
+            .arg(file)
+            .output()
+            .expect("wearcast token create");
+        assert!(
+            out.status.success(),
+            "wearcast token create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 impl Drop for ServerProcess {
@@ -436,11 +464,18 @@ pub struct GatewaySettings {
     pub spool_segment_bytes: Option<u64>,
     /// `block` or `drop_oldest`.
     pub spool_overflow: Option<&'static str>,
+    /// The gateway token file (`gateway.server_token_file`).
+    pub server_token_file: PathBuf,
 }
 
 impl GatewaySettings {
     pub fn new(broker: &OwnBroker, server: &ServerProcess, client_id: &str, data: &Path) -> Self {
+        let server_token_file = server.data.with_extension(format!("{client_id}.token"));
+        if !server_token_file.exists() {
+            server.gateway_token(&server_token_file);
+        }
         Self {
+            server_token_file,
             mqtt_url: broker.url(),
             server_url: server.url.clone(),
             client_id: client_id.to_owned(),
@@ -464,12 +499,14 @@ impl GatewaySettings {
              lateness = \"0s\"\n\
              flush_interval = \"50ms\"\n\
              forward_timeout = \"5s\"\n\
-             registry_refresh = \"5s\"\n",
+             registry_refresh = \"5s\"\n\
+             server_token_file = {:?}\n",
             self.mqtt_url,
             self.server_url,
             self.client_id,
             self.client_id,
             self.data_dir.display().to_string(),
+            self.server_token_file.display().to_string(),
         );
         if let Some(g) = &self.share_group {
             t.push_str(&format!("share_group = {g:?}\n"));
@@ -493,6 +530,7 @@ pub struct GatewayStats {
     pub subscribed: bool,
     pub messages_acked: u64,
     pub samples_accepted: u64,
+    pub batches_forwarded: u64,
     pub samples_dropped: u64,
     pub batches_dropped: u64,
     pub spool_bytes: u64,
@@ -508,6 +546,7 @@ impl GatewayStats {
             subscribed: m("wearcast_gateway_broker_connected", &[]) == 1,
             messages_acked: m("wearcast_gateway_messages_acked_total", &[]),
             samples_accepted: m("wearcast_gateway_samples_accepted_total", &[]),
+            batches_forwarded: m("wearcast_gateway_batches_forwarded_total", &[]),
             samples_dropped: m("wearcast_gateway_dropped_total", &[("unit", "sample")]),
             batches_dropped: m("wearcast_gateway_dropped_total", &[("unit", "batch")]),
             spool_bytes: m("wearcast_gateway_spool_bytes", &[]),
@@ -576,6 +615,7 @@ impl GatewayProcess {
 
     /// Its metrics now; `None` while it is not serving them (starting, or gone).
     pub async fn stats(&self) -> Option<GatewayStats> {
+        wearcast_server::tls::install_crypto_provider();
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .build()

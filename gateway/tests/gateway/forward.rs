@@ -9,7 +9,7 @@ use wearcast_gateway::OverflowPolicy;
 use wearcast_gateway::deadletter::{DeadLetter, DeadLetterFile};
 use wearcast_gateway::forward::{ForwardStep, Forwarder, http_client};
 use wearcast_gateway::spool::{DurableSpool, SpoolSettings, outbox};
-use wearcast_gateway::stats::Totals;
+use wearcast_gateway::stats::{Totals, names};
 use wearcast_gateway::window::{MachineKey, VibrationChannels};
 use wearcast_protocol::clock::ManualClock;
 use wearcast_protocol::{Channel, GatewayId, MachineId, Sample, TenantId, UnixMs};
@@ -44,7 +44,7 @@ async fn setup(max_windows: usize) -> Setup {
     };
     let (spool, _) = DurableSpool::open(settings, totals.clone(), T0).unwrap();
     let forwarder = Forwarder::new(
-        http_client(Duration::from_secs(5)).unwrap(),
+        http_client(Duration::from_secs(5), None, None).unwrap(),
         &server.url,
         DeadLetterFile::new(dir.path()),
         clock,
@@ -132,6 +132,8 @@ async fn a_batch_is_retried_under_the_same_id_until_the_server_takes_it_and_is_s
 
 #[tokio::test]
 async fn a_refused_batch_is_dead_lettered_and_the_next_one_goes_through() {
+    let recorder = wearcast_gateway::stats::MemoryRecorder::default();
+    let _metrics = metrics::set_default_local_recorder(&recorder);
     let mut s = setup(2).await;
     spool_windows(&mut s.spool, 0..4);
     s.server.answer_next(&[400]);
@@ -151,6 +153,15 @@ async fn a_refused_batch_is_dead_lettered_and_the_next_one_goes_through() {
     assert_eq!(lines[0].batch.batch_id, batch_id);
     assert_eq!(starts(&lines[0].batch.windows), [0, 1]);
     assert_eq!(lines[0].response, "scripted 400");
+    // Counted, by the server's answer.
+    let dead: Vec<(String, f64)> = recorder
+        .snapshot()
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(names::BATCHES_DEAD_LETTERED))
+        .collect();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(dead[0].0.contains("status=\"400\""), "{dead:?}");
+    assert_eq!(dead[0].1, 1.0);
 
     assert!(matches!(
         s.forwarder.forward_once(&outbox).await,
@@ -190,7 +201,7 @@ async fn an_unreachable_server_keeps_the_batch_for_later() {
     let dead_url = format!("http://{}", listener.local_addr().unwrap());
     drop(listener);
     let mut offline = Forwarder::new(
-        http_client(Duration::from_secs(2)).unwrap(),
+        http_client(Duration::from_secs(2), None, None).unwrap(),
         &dead_url,
         DeadLetterFile::new(s.dir.path()),
         Arc::new(ManualClock::new(T0)),

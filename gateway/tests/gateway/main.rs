@@ -7,6 +7,7 @@
 // A failed setup step should fail the test on the spot, helpers included.
 #![allow(clippy::unwrap_used)]
 
+mod alerts;
 mod end_to_end;
 mod forward;
 mod shutdown;

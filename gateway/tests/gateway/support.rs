@@ -65,7 +65,7 @@ impl FakeServer {
 
     fn serve(&self, listener: tokio::net::TcpListener) {
         let app = Router::new()
-            .route("/api/v1/machines", get(machine_list))
+            .route("/api/v1/ingest/machines", get(machine_list))
             .route("/api/v1/ingest", post(ingest))
             .with_state(self.inner.clone());
         let token = CancellationToken::new();

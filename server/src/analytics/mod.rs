@@ -172,6 +172,8 @@ pub enum OfferStatus {
     Declined,
     Expired,
     Superseded,
+    /// Accepted, then cancelled because the part was replaced before the visit.
+    Cancelled,
 }
 
 impl OfferStatus {
@@ -184,13 +186,18 @@ impl OfferStatus {
             "declined" => Self::Declined,
             "expired" => Self::Expired,
             "superseded" => Self::Superseded,
+            "cancelled" => Self::Cancelled,
             _ => return None,
         })
     }
 
-    /// The customer said yes.
+    /// The customer said yes (also when the visit was cancelled later because the part
+    /// had been replaced before it; revenue counts only completed visits).
     pub fn is_accepted(self) -> bool {
-        matches!(self, Self::Accepted | Self::Scheduled | Self::Completed)
+        matches!(
+            self,
+            Self::Accepted | Self::Scheduled | Self::Completed | Self::Cancelled
+        )
     }
 }
 
@@ -305,7 +312,9 @@ pub struct SurveyFact {
     pub reason: Option<String>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ProposalKind {
     /// A service contract for a customer without one.

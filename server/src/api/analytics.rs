@@ -3,20 +3,19 @@
 //! snapshot for the CRM, contract proposals, and the NPS survey: its public answer page
 //! (`GET /survey/{token}`, no sign-in) and answer endpoint.
 //!
-//! Every figure is restricted through [`customer_scope`]: today it checks the
-//! `customer` a request names; the authorization work makes it the caller's own
-//! customer, in that one place.
+//! Every figure is restricted through [`customer_scope`]: a customer's token sees
+//! only its own customer (naming another answers 404, as an unknown one does); staff
+//! see the customer they name, or all. Who may call what is in `routes.rs`.
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::Deserialize;
 use wearcast_protocol::UnixMs;
 
-use super::{ApiError, ApiJson, ApiQuery, AppState};
+use super::{ApiError, ApiJson, ApiQuery, AppState, Scope};
 use crate::analytics::accounts::{account, to_csv};
 use crate::analytics::config::ms;
 use crate::analytics::health::LifecycleStage;
@@ -25,7 +24,7 @@ use crate::analytics::survey::{
     InvalidAnswer, RawAnswer, SurveyAnswer, answer_page, message_page, token_hash, well_formed,
 };
 use crate::analytics::{Facts, Period, ProposalKind, date};
-use crate::store::{SurveyAnswered, SurveyRequest};
+use crate::store::{ObjectKind, SurveyAnswered, SurveyRequest};
 use crate::views::*;
 
 /// Default KPI period when `from` is not given.
@@ -33,24 +32,6 @@ const DEFAULT_PERIOD_MS: i64 = 30 * UnixMs::DAY;
 /// Largest survey answer body (a reason is at most 2000 characters).
 const MAX_ANSWER_BYTES: usize = 16 * 1024;
 const SURVEY_STATUSES: [&str; 3] = ["open", "answered", "expired"];
-
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/kpis", get(kpis))
-        .route("/accounts", get(accounts))
-        .route("/accounts.csv", get(accounts_csv))
-        .route("/accounts/{customer}", get(one_account))
-        .route("/accounts/{customer}/proposals", post(send_proposal))
-        .route("/exports/accounts", post(export_accounts))
-        .route("/surveys", get(surveys))
-        .route("/surveys/{token}", post(answer_survey))
-        .route("/surveys/{id}/link", post(reissue_link))
-}
-
-/// Outside `/api/v1`: the page a survey e-mail links to.
-pub fn public_routes() -> Router<AppState> {
-    Router::new().route("/survey/{token}", get(survey_page))
-}
 
 impl AppState {
     /// What completing a work order needs to survey the customer.
@@ -73,24 +54,30 @@ fn status(code: StatusCode, message: impl Into<String>) -> ApiError {
     }
 }
 
-/// The customer whose figures a request may see (`None`: the whole tenant). The one
-/// place the authorization work restricts to the caller's own customer.
+/// The customer whose figures a request may see (`None`: the whole tenant): the
+/// caller's own for a customer token ([`Scope::customer`]), else the one named.
 async fn customer_scope(
     state: &AppState,
+    scope: &Scope,
     requested: Option<&str>,
 ) -> Result<Option<String>, ApiError> {
-    let Some(id) = requested else {
-        return Ok(None);
-    };
-    if id.trim().is_empty() {
+    if requested.is_some_and(|id| id.trim().is_empty()) {
         return Err(ApiError::BadRequest(
             "query parameter `customer` is empty; leave it out for every customer".into(),
         ));
     }
-    if !state.store.customer_exists(id).await? {
+    let Some(id) = scope.customer(requested)? else {
+        return Ok(None);
+    };
+    let seen = state
+        .store
+        .owner(ObjectKind::Customer, &id)
+        .await?
+        .is_some_and(|owner| scope.principal().sees(&owner));
+    if !seen {
         return Err(ApiError::NotFound(format!("no customer `{id}`")));
     }
-    Ok(Some(id.to_string()))
+    Ok(Some(id))
 }
 
 fn parse_time(name: &str, value: Option<&str>) -> Result<Option<UnixMs>, ApiError> {
@@ -107,23 +94,19 @@ fn parse_time(name: &str, value: Option<&str>) -> Result<Option<UnixMs>, ApiErro
 
 // ---- KPIs ------------------------------------------------------------------------
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct KpiQuery {
+pub(super) struct KpiQuery {
     from: Option<String>,
     to: Option<String>,
     customer: Option<String>,
 }
 
-/// `GET /api/v1/kpis?from=&to=&customer=`: the period is `[from, to)`; `to` defaults
-/// to now and `from` to 30 days before `to`.
-async fn kpis(
-    State(state): State<AppState>,
-    ApiQuery(q): ApiQuery<KpiQuery>,
-) -> Result<Json<KpisView>, ApiError> {
-    let now = state.clock.now();
+/// The period `[from, to)` a query asks for: `to` defaults to `now` and `from` to
+/// `default_ms` before `to`.
+fn period(q: &KpiQuery, now: UnixMs, default_ms: i64) -> Result<(UnixMs, UnixMs), ApiError> {
     let to = parse_time("to", q.to.as_deref())?.unwrap_or(now);
-    let from = parse_time("from", q.from.as_deref())?.unwrap_or(to.plus_ms(-DEFAULT_PERIOD_MS));
+    let from = parse_time("from", q.from.as_deref())?.unwrap_or(to.plus_ms(-default_ms));
     if to <= from {
         return Err(ApiError::BadRequest(format!(
             "the period is empty: `to` ({}) must be after `from` ({})",
@@ -131,7 +114,19 @@ async fn kpis(
             from.to_rfc3339()
         )));
     }
-    let scope = customer_scope(&state, q.customer.as_deref()).await?;
+    Ok((from, to))
+}
+
+/// `GET /api/v1/kpis?from=&to=&customer=`: the period is `[from, to)`; `to` defaults
+/// to now and `from` to 30 days before `to`.
+pub(super) async fn kpis(
+    State(state): State<AppState>,
+    scope: Scope,
+    ApiQuery(q): ApiQuery<KpiQuery>,
+) -> Result<Json<KpisView>, ApiError> {
+    let now = state.clock.now();
+    let (from, to) = period(&q, now, DEFAULT_PERIOD_MS)?;
+    let scope = customer_scope(&state, &scope, q.customer.as_deref()).await?;
     let cfg = &state.analytics;
     let facts = state
         .store
@@ -158,17 +153,49 @@ async fn kpis(
     }))
 }
 
+// ---- model quality ---------------------------------------------------------------
+
+/// Default model-quality period: lives end rarely, so a year.
+const QUALITY_PERIOD_MS: i64 = 365 * UnixMs::DAY;
+
+/// `GET /api/v1/model-quality?from=&to=&customer=`: how the live model's daily sampled
+/// predictions fared against the component lives that ended in `[from, to)` (see
+/// [`crate::model::quality`]); `from` defaults to a year before `to`.
+pub(super) async fn model_quality(
+    State(state): State<AppState>,
+    scope: Scope,
+    ApiQuery(q): ApiQuery<KpiQuery>,
+) -> Result<Json<ModelQualityView>, ApiError> {
+    let (from, to) = period(&q, state.clock.now(), QUALITY_PERIOD_MS)?;
+    let customer = customer_scope(&state, &scope, q.customer.as_deref()).await?;
+    let mut vis = scope.visibility();
+    if customer.is_some() {
+        vis.customer.clone_from(&customer);
+    }
+    let (predictions, lives) = state.store.prediction_outcomes(from, to, &vis).await?;
+    Ok(Json(ModelQualityView {
+        period: PeriodView {
+            from: Rfc3339(from),
+            to: Rfc3339(to),
+        },
+        customer,
+        sampled_every_h: crate::store::PREDICTION_SAMPLE_MS as f64 / UnixMs::HOUR as f64,
+        target_inside: [0.7, 0.9],
+        quality: crate::model::quality::model_quality(&predictions, &lives),
+    }))
+}
+
 // ---- accounts --------------------------------------------------------------------
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct AccountQuery {
+pub(super) struct AccountQuery {
     customer: Option<String>,
     flagged: Option<String>,
     stage: Option<String>,
 }
 
-struct AccountFilter {
+pub(super) struct AccountFilter {
     flagged: Option<bool>,
     stage: Option<LifecycleStage>,
 }
@@ -234,23 +261,25 @@ async fn load_accounts(
     Ok(out)
 }
 
-async fn accounts(
+pub(super) async fn accounts(
     State(state): State<AppState>,
+    scope: Scope,
     ApiQuery(q): ApiQuery<AccountQuery>,
 ) -> Result<Json<Vec<AccountView>>, ApiError> {
     let filter = q.filter()?;
-    let scope = customer_scope(&state, q.customer.as_deref()).await?;
+    let scope = customer_scope(&state, &scope, q.customer.as_deref()).await?;
     Ok(Json(
         load_accounts(&state, scope.as_deref(), &filter).await?,
     ))
 }
 
-async fn accounts_csv(
+pub(super) async fn accounts_csv(
     State(state): State<AppState>,
+    scope: Scope,
     ApiQuery(q): ApiQuery<AccountQuery>,
 ) -> Result<Response, ApiError> {
     let filter = q.filter()?;
-    let scope = customer_scope(&state, q.customer.as_deref()).await?;
+    let scope = customer_scope(&state, &scope, q.customer.as_deref()).await?;
     let accounts = load_accounts(&state, scope.as_deref(), &filter).await?;
     let csv = to_csv(&accounts)
         .map_err(|e| crate::store::StoreError::Corrupt(format!("writing the accounts CSV: {e}")))?;
@@ -267,11 +296,12 @@ async fn accounts_csv(
         .into_response())
 }
 
-async fn one_account(
+pub(super) async fn one_account(
     State(state): State<AppState>,
+    scope: Scope,
     Path(customer): Path<String>,
 ) -> Result<Json<AccountView>, ApiError> {
-    let scope = customer_scope(&state, Some(&customer)).await?;
+    let scope = customer_scope(&state, &scope, Some(&customer)).await?;
     let filter = AccountFilter {
         flagged: None,
         stage: None,
@@ -286,12 +316,13 @@ async fn one_account(
 
 /// `POST /api/v1/exports/accounts?customer=&flagged=&stage=`: the accounts, as JSON,
 /// to every webhook subscribed to `accounts.snapshot` (signed, through the outbox).
-async fn export_accounts(
+pub(super) async fn export_accounts(
     State(state): State<AppState>,
+    scope: Scope,
     ApiQuery(q): ApiQuery<AccountQuery>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let filter = q.filter()?;
-    let scope = customer_scope(&state, q.customer.as_deref()).await?;
+    let scope = customer_scope(&state, &scope, q.customer.as_deref()).await?;
     let notifications = &state.planning.notifications;
     if !notifications
         .webhooks
@@ -323,20 +354,21 @@ async fn export_accounts(
 
 // ---- proposals -------------------------------------------------------------------
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ProposalBody {
+pub(super) struct ProposalBody {
     kind: ProposalKind,
 }
 
 /// `POST /api/v1/accounts/{customer}/proposals {"kind": "contract"|"upgrade"}`: sends
 /// the current recommendation of that kind to the customer.
-async fn send_proposal(
+pub(super) async fn send_proposal(
     State(state): State<AppState>,
+    scope: Scope,
     Path(customer): Path<String>,
     ApiJson(body): ApiJson<ProposalBody>,
 ) -> Result<(StatusCode, Json<ProposalView>), ApiError> {
-    let scope = customer_scope(&state, Some(&customer)).await?;
+    let scope = customer_scope(&state, &scope, Some(&customer)).await?;
     let filter = AccountFilter {
         flagged: None,
         stage: None,
@@ -395,15 +427,16 @@ async fn send_proposal(
 
 // ---- surveys ---------------------------------------------------------------------
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct SurveyQuery {
+pub(super) struct SurveyQuery {
     customer: Option<String>,
     status: Option<String>,
 }
 
-async fn surveys(
+pub(super) async fn surveys(
     State(state): State<AppState>,
+    scope: Scope,
     ApiQuery(q): ApiQuery<SurveyQuery>,
 ) -> Result<Json<Vec<SurveyView>>, ApiError> {
     if let Some(s) = &q.status
@@ -414,7 +447,7 @@ async fn surveys(
             SURVEY_STATUSES.join(", ")
         )));
     }
-    let scope = customer_scope(&state, q.customer.as_deref()).await?;
+    let scope = customer_scope(&state, &scope, q.customer.as_deref()).await?;
     Ok(Json(
         state
             .store
@@ -425,7 +458,7 @@ async fn surveys(
 
 /// `POST /api/v1/surveys/{id}/link`: a fresh link for an unanswered survey (the old
 /// one stops working), e.g. for the service desk to hand over by phone.
-async fn reissue_link(
+pub(super) async fn reissue_link(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<SurveyLinkView>, ApiError> {
@@ -496,7 +529,7 @@ fn html(code: StatusCode, body: String) -> Response {
 /// `POST /api/v1/surveys/{token}`: JSON `{"score": 0..10, "reason": "...", "csat":
 /// 1..5}` or the answer page's form. 404 unknown link, 409 already answered, 410
 /// expired, 422 a value out of range; nothing is recorded unless all is well.
-async fn answer_survey(
+pub(super) async fn answer_survey(
     State(state): State<AppState>,
     Path(token): Path<String>,
     headers: HeaderMap,
@@ -621,7 +654,10 @@ async fn answer_survey(
 }
 
 /// `GET /survey/{token}`: the answer page (plain HTML form, no script).
-async fn survey_page(State(state): State<AppState>, Path(token): Path<String>) -> Response {
+pub(super) async fn survey_page(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+) -> Response {
     let not_found = || {
         html(
             StatusCode::NOT_FOUND,

@@ -23,11 +23,32 @@ pub enum ApiError {
     Rejected { status: StatusCode, message: String },
     #[error("internal error: {0}")]
     Internal(#[from] StoreError),
+    /// 429 with `Retry-After` (see `limits.rs`).
+    #[error("{message}")]
+    RateLimited {
+        retry_after: std::time::Duration,
+        message: String,
+    },
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, message) = match self {
+            Self::RateLimited {
+                retry_after,
+                message,
+            } => {
+                let status = StatusCode::TOO_MANY_REQUESTS;
+                return (
+                    status,
+                    [(
+                        axum::http::header::RETRY_AFTER,
+                        super::limits::retry_after_secs(retry_after).to_string(),
+                    )],
+                    Json(json!({ "error": message, "status": status.as_u16() })),
+                )
+                    .into_response();
+            }
             Self::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
             Self::NotFound(m) => (StatusCode::NOT_FOUND, m),
             Self::Rejected { status, message } => (status, message),

@@ -1,24 +1,28 @@
 //! `POST /api/v1/ingest`: the gateway's batches. Idempotent per batch id; an invalid
 //! item is rejected and counted without losing the rest of the batch.
 
+use axum::Json;
 use axum::extract::State;
-use axum::routing::post;
-use axum::{Json, Router};
 use wearcast_protocol::batch::{IngestBatch, IngestResponse, ItemKind, ItemRejection};
 use wearcast_protocol::{MachineId, RejectReason, TenantId};
 
-use super::{ApiError, ApiJson, AppState};
+use super::{ApiError, ApiJson, AppState, Scope};
 use crate::store::{BatchSelection, MachineRegistry};
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/ingest", post(ingest))
-}
-
+/// A registered machine of the claimed tenant, which must be the caller's own (a
+/// gateway token speaks for its tenant's machines only).
 fn check_machine(
     registry: &MachineRegistry,
+    caller_tenant: Option<&str>,
     tenant: &TenantId,
     machine: &MachineId,
 ) -> Result<(), (RejectReason, String)> {
+    if caller_tenant.is_some_and(|t| t != tenant.as_str()) {
+        return Err((
+            RejectReason::WrongTenant,
+            format!("this token cannot ingest for tenant `{tenant}`"),
+        ));
+    }
     match registry.get(machine.as_str()) {
         None => Err((
             RejectReason::UnknownMachine,
@@ -35,6 +39,7 @@ fn check_machine(
 fn select(
     batch: &IngestBatch,
     registry: &MachineRegistry,
+    caller_tenant: Option<&str>,
     now_ms: i64,
     max_future_ms: i64,
 ) -> (BatchSelection, Vec<ItemRejection>) {
@@ -49,7 +54,7 @@ fn select(
         })
     };
     for (i, w) in batch.windows.iter().enumerate() {
-        let verdict = check_machine(registry, &w.tenant, &w.machine)
+        let verdict = check_machine(registry, caller_tenant, &w.tenant, &w.machine)
             .and_then(|()| w.check().map_err(|d| (RejectReason::BadWindow, d)))
             .and_then(|()| {
                 if w.start.0 > now_ms + max_future_ms {
@@ -67,7 +72,7 @@ fn select(
         }
     }
     for (i, e) in batch.events.iter().enumerate() {
-        let verdict = check_machine(registry, &e.tenant, &e.machine)
+        let verdict = check_machine(registry, caller_tenant, &e.tenant, &e.machine)
             .and_then(|()| e.event.check().map_err(|d| (RejectReason::BadEvent, d)))
             .and_then(|()| match &e.event.component {
                 Some(c)
@@ -88,7 +93,7 @@ fn select(
         }
     }
     for (i, s) in batch.statuses.iter().enumerate() {
-        match check_machine(registry, &s.tenant, &s.machine) {
+        match check_machine(registry, caller_tenant, &s.tenant, &s.machine) {
             Ok(()) => keep.statuses.push(i),
             Err(err) => reject(ItemKind::Status, i, err),
         }
@@ -96,13 +101,15 @@ fn select(
     (keep, rejected)
 }
 
-async fn ingest(
+pub(super) async fn ingest(
     State(state): State<AppState>,
+    scope: Scope,
     ApiJson(batch): ApiJson<IngestBatch>,
 ) -> Result<Json<IngestResponse>, ApiError> {
+    let caller_tenant = scope.principal().tenant.as_deref();
     let now = state.clock.now();
     let mut registry = state.registry(false).await?;
-    let mut selection = select(&batch, &registry, now.0, state.max_future_ms);
+    let mut selection = select(&batch, &registry, caller_tenant, now.0, state.max_future_ms);
     let unknown = selection
         .1
         .iter()
@@ -110,10 +117,16 @@ async fn ingest(
     if unknown {
         // Another replica or an import may have registered it since the cache was loaded.
         registry = state.registry(true).await?;
-        selection = select(&batch, &registry, now.0, state.max_future_ms);
+        selection = select(&batch, &registry, caller_tenant, now.0, state.max_future_ms);
     }
     let (keep, rejected) = selection;
-    let stored = state.store.store_batch(&batch, &keep, now).await?;
+    let stored = state
+        .store
+        .store_batch(&batch, &keep, now, state.influx.is_some())
+        .await?;
+    if let Some(sink) = &state.influx {
+        sink.offer_windows(&registry, &stored.stored_windows);
+    }
     let result = if stored.duplicate {
         "duplicate"
     } else {
@@ -137,4 +150,31 @@ async fn ingest(
         statuses_stored: stored.statuses,
         rejected: if stored.duplicate { vec![] } else { rejected },
     }))
+}
+
+/// One registered machine as a gateway needs it.
+#[derive(Debug, serde::Serialize)]
+pub(super) struct DirectoryEntry {
+    id: String,
+    tenant: String,
+}
+
+/// `GET /api/v1/ingest/machines`: the machines a gateway may forward data of (its
+/// tenant's), so it can turn away unknown ones at the edge. Ids and tenants only.
+pub(super) async fn machines(
+    State(state): State<AppState>,
+    scope: Scope,
+) -> Result<Json<Vec<DirectoryEntry>>, ApiError> {
+    let caller_tenant = scope.principal().tenant.as_deref();
+    let registry = state.registry(true).await?;
+    let mut out: Vec<DirectoryEntry> = registry
+        .iter()
+        .filter(|(_, m)| caller_tenant.is_none_or(|t| t == m.tenant))
+        .map(|(id, m)| DirectoryEntry {
+            id: id.clone(),
+            tenant: m.tenant.clone(),
+        })
+        .collect();
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(Json(out))
 }

@@ -1,12 +1,11 @@
 //! Machines, their health and their telemetry; sites and their maintenance windows.
 
+use axum::Json;
 use axum::extract::{Path, State};
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::Deserialize;
 use wearcast_protocol::{Channel, UnixMs};
 
-use super::{ApiError, ApiQuery, AppState};
+use super::{ApiError, ApiQuery, AppState, Scope};
 use crate::model::HiPoint;
 use crate::views::{
     ComponentHealthHistoryView, MachineDetail, MachineHealthHistoryView, MachineSummary, Rfc3339,
@@ -22,21 +21,14 @@ const TREND_OVERSHOOT: f64 = 1.25;
 const MAX_TELEMETRY_LIMIT: usize = 100_000;
 const DEFAULT_TELEMETRY_LIMIT: usize = 5_000;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/machines", get(list))
-        .route("/machines/{id}", get(detail))
-        .route("/machines/{id}/telemetry", get(telemetry))
-        .route("/machines/{id}/lives", get(lives))
-        .route("/machines/{id}/health-history", get(health_history))
-        .route("/sites", get(sites))
+pub(super) async fn list(
+    State(state): State<AppState>,
+    scope: Scope,
+) -> Result<Json<Vec<MachineSummary>>, ApiError> {
+    Ok(Json(state.store.list_machines(&scope.visibility()).await?))
 }
 
-async fn list(State(state): State<AppState>) -> Result<Json<Vec<MachineSummary>>, ApiError> {
-    Ok(Json(state.store.list_machines().await?))
-}
-
-async fn detail(
+pub(super) async fn detail(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<MachineDetail>, ApiError> {
@@ -48,9 +40,9 @@ async fn detail(
         .ok_or_else(|| ApiError::NotFound(format!("no machine `{id}`")))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct TelemetryQuery {
+pub(super) struct TelemetryQuery {
     channel: Option<String>,
     from: Option<String>,
     to: Option<String>,
@@ -65,7 +57,7 @@ fn parse_time(name: &str, value: Option<&str>, default: UnixMs) -> Result<UnixMs
     }
 }
 
-async fn telemetry(
+pub(super) async fn telemetry(
     State(state): State<AppState>,
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<TelemetryQuery>,
@@ -118,7 +110,7 @@ async fn telemetry(
 }
 
 /// The machine's ended component lives (failures and replacements), newest first.
-async fn lives(
+pub(super) async fn lives(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<crate::views::ComponentLifeView>>, ApiError> {
@@ -130,7 +122,7 @@ async fn lives(
 
 /// Per component: the health-index history, the fitted trend, the failure threshold
 /// and the RUL band as instants — everything the machine page's chart draws.
-async fn health_history(
+pub(super) async fn health_history(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<MachineHealthHistoryView>, ApiError> {
@@ -222,12 +214,15 @@ fn trend_line(
     out
 }
 
-async fn sites(State(state): State<AppState>) -> Result<Json<Vec<SiteView>>, ApiError> {
+pub(super) async fn sites(
+    State(state): State<AppState>,
+    scope: Scope,
+) -> Result<Json<Vec<SiteView>>, ApiError> {
     let now = state.clock.now();
     Ok(Json(
         state
             .store
-            .list_sites(now, state.planning.lookahead_h)
+            .list_sites(now, state.planning.lookahead_h, &scope.visibility())
             .await?,
     ))
 }

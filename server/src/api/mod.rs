@@ -1,14 +1,21 @@
 //! The HTTP API (`/api/v1`), operations endpoints (`/healthz`, `/readyz`, `/metrics`)
-//! and the embedded dashboard. Each module owns its routes; [`router`] merges them.
+//! and the embedded dashboard. Each module owns its handlers; every route and who may
+//! call it is declared in one table, [`routes`].
 
+mod access;
 mod analytics;
+mod audit;
 mod error;
 mod ingest;
+pub mod limits;
 mod machines;
 mod offers;
+mod openapi;
 mod ops;
 mod registry;
+pub mod routes;
 mod service;
+mod tokens;
 mod ui;
 
 use std::sync::Arc;
@@ -23,8 +30,10 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use wearcast_protocol::SharedClock;
 
+pub use access::{CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE, Scope};
 pub use error::{ApiError, ApiJson, ApiQuery};
 pub use registry::validate_manifest;
+pub use tokens::DEFAULT_EXPIRY;
 
 use crate::store::{MachineRegistry, Store};
 
@@ -47,6 +56,14 @@ pub struct AppState {
     /// The model cycle's bucket size and history depth: the health history the
     /// dashboards draw is replayed with the same ones.
     pub analysis: Arc<crate::analysis::AnalysisSettings>,
+    /// Where stored windows are copied for Grafana; `None` when no InfluxDB is set.
+    pub influx: Option<crate::sink::influx::InfluxSink>,
+    /// `server.secure_cookies`: the session cookies get the `Secure` flag.
+    pub secure_cookies: bool,
+    /// `[server.rate_limit]`: each tenant's request budget.
+    pub rate_limits: Arc<limits::RateLimits>,
+    /// `server.max_body_bytes`, for the audit log's copy of a request body.
+    pub max_body_bytes: usize,
 }
 
 pub struct RegistryCache {
@@ -76,19 +93,10 @@ impl AppState {
 }
 
 pub fn router(state: AppState, max_body_bytes: usize, timeout: Duration) -> Router {
-    let api = Router::new()
-        .merge(ingest::routes())
-        .merge(registry::routes())
-        .merge(machines::routes())
-        .merge(offers::routes())
-        .merge(service::routes())
-        .merge(analytics::routes())
-        .merge(ops::api_routes());
     Router::new()
-        .nest("/api/v1", api)
-        .merge(ops::routes())
+        .nest("/api/v1", routes::api(&state))
+        .merge(routes::public())
         .merge(ui::routes())
-        .merge(analytics::public_routes())
         .fallback(ops::not_found)
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .layer(DefaultBodyLimit::max(max_body_bytes))
@@ -96,8 +104,28 @@ pub fn router(state: AppState, max_body_bytes: usize, timeout: Duration) -> Rout
             axum::http::StatusCode::REQUEST_TIMEOUT,
             timeout,
         ))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .with_state(state)
+}
+
+/// The trace span of a request: method and path, never the query string, and a
+/// survey link's token (a credential in the URL) replaced by `[redacted]`. API
+/// tokens never travel in URLs (see `access.rs`).
+fn request_span(req: &Request) -> tracing::Span {
+    tracing::debug_span!("request", method = %req.method(), path = %redacted_path(req.uri().path()))
+}
+
+/// `path` with the token of a survey link (`/survey/{token}`,
+/// `/api/v1/surveys/{token}`) redacted.
+pub fn redacted_path(path: &str) -> String {
+    let mut segments: Vec<&str> = path.split('/').collect();
+    for i in 1..segments.len() {
+        let token_follows = matches!(segments[i - 1], "survey" | "surveys");
+        if token_follows && crate::analytics::survey::well_formed(segments[i]) {
+            segments[i] = "[redacted]";
+        }
+    }
+    segments.join("/")
 }
 
 /// Counts every request by route and status, and times it.

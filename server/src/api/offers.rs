@@ -1,15 +1,14 @@
 //! Replacement offers.
 
+use axum::Json;
 use axum::extract::{Path, State};
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::Deserialize;
 
-use super::{ApiError, ApiQuery, AppState};
+use super::{ApiError, ApiQuery, AppState, Scope};
 use crate::store::OfferFilter;
 use crate::views::OfferView;
 
-const STATUSES: [&str; 7] = [
+const STATUSES: [&str; 8] = [
     "proposed",
     "accepted",
     "scheduled",
@@ -17,25 +16,20 @@ const STATUSES: [&str; 7] = [
     "declined",
     "expired",
     "superseded",
+    "cancelled",
 ];
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/offers", get(list))
-        .route("/offers/{id}", get(detail))
-        .merge(decision_routes())
-}
-
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct OfferQuery {
+pub(super) struct OfferQuery {
     status: Option<String>,
     machine: Option<String>,
     customer: Option<String>,
 }
 
-async fn list(
+pub(super) async fn list(
     State(state): State<AppState>,
+    scope: Scope,
     ApiQuery(q): ApiQuery<OfferQuery>,
 ) -> Result<Json<Vec<OfferView>>, ApiError> {
     if let Some(s) = &q.status
@@ -49,12 +43,17 @@ async fn list(
     let filter = OfferFilter {
         status: q.status,
         machine: q.machine,
-        customer: q.customer,
+        customer: scope.customer(q.customer.as_deref())?,
     };
-    Ok(Json(state.store.list_offers(&filter).await?))
+    Ok(Json(
+        state
+            .store
+            .list_offers(&filter, &scope.visibility())
+            .await?,
+    ))
 }
 
-async fn detail(
+pub(super) async fn detail(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<OfferView>, ApiError> {
@@ -69,7 +68,6 @@ async fn detail(
 // ---- decisions: accept, decline, move --------------------------------------------
 
 use axum::http::StatusCode;
-use axum::routing::post;
 use wearcast_protocol::UnixMs;
 
 use super::ApiJson;
@@ -77,14 +75,6 @@ use crate::planner::calendar::{Occurrence, describe};
 use crate::service::{Job, assign, effective_lead_time_days};
 use crate::store::{ChangeRefused, OfferForDecision};
 use crate::views::{CandidateWindowView, Rfc3339, WorkOrderView};
-
-pub fn decision_routes() -> Router<AppState> {
-    Router::new()
-        .route("/offers/{id}/windows", get(windows))
-        .route("/offers/{id}/accept", post(accept))
-        .route("/offers/{id}/decline", post(decline))
-        .route("/offers/{id}/reschedule", post(reschedule))
-}
 
 fn conflict(message: impl Into<String>) -> ApiError {
     ApiError::Rejected {
@@ -192,7 +182,7 @@ fn p_any_fails_before(offer: &OfferForDecision, t: UnixMs) -> f64 {
         .product::<f64>()
 }
 
-async fn windows(
+pub(super) async fn windows(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<CandidateWindowView>>, ApiError> {
@@ -265,9 +255,9 @@ async fn chosen_window(
     Ok(o)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct AcceptBody {
+pub(super) struct AcceptBody {
     /// Another planned stop (Unix ms or RFC 3339); the offer's own when absent.
     window_start: Option<String>,
     #[serde(default)]
@@ -275,12 +265,12 @@ struct AcceptBody {
 }
 
 #[derive(Debug, serde::Serialize)]
-struct Decided {
+pub(super) struct Decided {
     offer: OfferView,
     work_order: Option<WorkOrderView>,
 }
 
-async fn accept(
+pub(super) async fn accept(
     State(state): State<AppState>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
@@ -352,14 +342,14 @@ async fn accept(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct DeclineBody {
+pub(super) struct DeclineBody {
     /// Why (shown to the service desk; feeds the after-sales analytics).
     reason: String,
 }
 
-async fn decline(
+pub(super) async fn decline(
     State(state): State<AppState>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<DeclineBody>,
@@ -390,15 +380,15 @@ async fn decline(
         .ok_or_else(|| ApiError::NotFound(id))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RescheduleBody {
+pub(super) struct RescheduleBody {
     window_start: String,
 }
 
 /// A proposed offer moves to another safe window (still to be accepted); an accepted
 /// or scheduled one moves its work order there (with a technician free then).
-async fn reschedule(
+pub(super) async fn reschedule(
     State(state): State<AppState>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<RescheduleBody>,

@@ -1,32 +1,20 @@
 //! Health, readiness, metrics and clock info.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use serde_json::json;
 
-use super::{ApiError, AppState};
-
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-}
-
-pub fn api_routes() -> Router<AppState> {
-    Router::new().route("/info", get(info))
-}
+use super::{ApiError, AppState, Scope};
 
 /// Liveness: the process answers.
-async fn healthz() -> Json<serde_json::Value> {
+pub(super) async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
 /// Readiness: the database answers too.
-async fn readyz(State(state): State<AppState>) -> Response {
+pub(super) async fn readyz(State(state): State<AppState>) -> Response {
     match state.store.ping().await {
         Ok(()) => Json(json!({ "status": "ready" })).into_response(),
         Err(e) => {
@@ -40,7 +28,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+pub(super) async fn metrics(State(state): State<AppState>) -> Response {
     match &state.metrics {
         Some(render) => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -52,11 +40,19 @@ async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 /// The platform clock (the demo runs faster than real time) and the version.
-async fn info(State(state): State<AppState>) -> Json<serde_json::Value> {
+/// `caller` says who the token is (role, and the customer or technician it acts
+/// for), so a dashboard can show the right view.
+pub(super) async fn info(State(state): State<AppState>, scope: Scope) -> Json<serde_json::Value> {
+    let caller = scope.principal();
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "now": state.clock.now().to_rfc3339(),
         "clock_speed": state.clock.speed(),
+        "caller": {
+            "role": caller.role,
+            "customer": caller.customer,
+            "technician": caller.technician,
+        },
     }))
 }
 

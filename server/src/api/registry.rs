@@ -2,18 +2,13 @@
 
 use std::str::FromStr;
 
+use axum::Json;
 use axum::extract::State;
-use axum::routing::post;
-use axum::{Json, Router};
 use chrono_tz::Tz;
 use wearcast_protocol::registry::FleetManifest;
 
-use super::{ApiError, ApiJson, AppState};
+use super::{ApiError, ApiJson, AppState, Scope};
 use crate::store::ImportReport;
-
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/registry", post(import))
-}
 
 /// The protocol's checks plus what only the server can check (time zones).
 pub fn validate_manifest(manifest: &FleetManifest) -> Result<(), Vec<String>> {
@@ -33,13 +28,29 @@ pub fn validate_manifest(manifest: &FleetManifest) -> Result<(), Vec<String>> {
     }
 }
 
-async fn import(
+pub(super) async fn import(
     State(state): State<AppState>,
+    scope: Scope,
     ApiJson(manifest): ApiJson<FleetManifest>,
 ) -> Result<Json<ImportReport>, ApiError> {
     validate_manifest(&manifest).map_err(|problems| {
         ApiError::BadRequest(format!("invalid manifest: {}", problems.join("; ")))
     })?;
+    // An admin of one tenant imports its own tenant's fleet only.
+    if let Some(own) = &scope.principal().tenant
+        && own != manifest.tenant.id.as_str()
+    {
+        return Err(super::access::forbidden(
+            "an admin of one tenant imports its own tenant's manifest only",
+        ));
+    }
+    let foreign = state.store.foreign_ids(&manifest).await?;
+    if !foreign.is_empty() {
+        return Err(ApiError::Rejected {
+            status: axum::http::StatusCode::CONFLICT,
+            message: format!("these ids belong to another tenant: {}", foreign.join(", ")),
+        });
+    }
     let report = state.store.import_manifest(&manifest).await?;
     state.reload_registry().await?;
     tracing::info!(machines = report.machines, "registry imported");

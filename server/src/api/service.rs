@@ -4,40 +4,20 @@
 
 use std::collections::HashSet;
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
-use axum::{Json, Router};
 use serde::Deserialize;
 use wearcast_protocol::UnixMs;
 use wearcast_protocol::registry::{RecurringWindow, ServiceOrganisation, Technician};
 
-use super::{ApiError, ApiJson, ApiQuery, AppState};
+use super::{ApiError, ApiJson, ApiQuery, AppState, Scope};
 use crate::ical::{IcsEvent, calendar};
 use crate::planner::calendar::{Occurrence, WeeklyWindow, describe};
 use crate::service::{Job, NoAssignment, TravelModel, assign, fits};
 use crate::store::{AsFound, ChangeRefused, ComponentFinding, WorkOrderFilter, WorkOrderForChange};
 use crate::views::*;
-
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/work-orders", get(list_work_orders))
-        .route("/work-orders/{id}", get(work_order))
-        .route("/work-orders/{id}/assign", post(assign_work_order))
-        .route("/work-orders/{id}/complete", post(complete_work_order))
-        .route("/technicians", get(technicians).post(upsert_technician))
-        .route("/technicians/{id}/absences", post(add_absence))
-        .route("/technicians/{id}/schedule.ics", get(technician_ics))
-        .route("/parts", get(parts))
-        .route("/parts/{id}/stock", put(set_stock))
-        .route("/contracts", get(contracts))
-        .route("/sites/{id}/maintenance-windows", put(set_weekly_windows))
-        .route("/sites/{id}/stops", get(stops).post(add_stop))
-        .route("/sites/{id}/stops/{stop}", delete(delete_stop))
-        .route("/sites/{id}/calendar.ics", get(site_ics))
-        .route("/service", post(import_service))
-}
 
 fn conflict(message: impl Into<String>) -> ApiError {
     ApiError::Rejected {
@@ -70,9 +50,9 @@ fn parse_time(name: &str, value: Option<&str>) -> Result<Option<UnixMs>, ApiErro
 
 // ---- work orders -----------------------------------------------------------------
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct WorkOrderQuery {
+pub(super) struct WorkOrderQuery {
     technician: Option<String>,
     status: Option<String>,
     machine: Option<String>,
@@ -83,8 +63,9 @@ struct WorkOrderQuery {
 
 const WORK_ORDER_STATUSES: [&str; 4] = ["unassigned", "scheduled", "completed", "cancelled"];
 
-async fn list_work_orders(
+pub(super) async fn list_work_orders(
     State(state): State<AppState>,
+    scope: Scope,
     ApiQuery(q): ApiQuery<WorkOrderQuery>,
 ) -> Result<Json<Vec<WorkOrderView>>, ApiError> {
     if let Some(s) = &q.status
@@ -103,10 +84,15 @@ async fn list_work_orders(
         machine: q.machine,
         site: q.site,
     };
-    Ok(Json(state.store.work_orders(&filter).await?))
+    Ok(Json(
+        state
+            .store
+            .work_orders(&filter, &scope.visibility())
+            .await?,
+    ))
 }
 
-async fn work_order(
+pub(super) async fn work_order(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<WorkOrderView>, ApiError> {
@@ -227,13 +213,13 @@ pub async fn move_work_order(
         .ok_or_else(|| ApiError::NotFound(id.to_string()))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct AssignBody {
+pub(super) struct AssignBody {
     technician: String,
 }
 
-async fn assign_work_order(
+pub(super) async fn assign_work_order(
     State(state): State<AppState>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<AssignBody>,
@@ -251,25 +237,25 @@ async fn assign_work_order(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct FindingBody {
+pub(super) struct FindingBody {
     component: String,
     as_found: AsFound,
     #[serde(default)]
     notes: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct CompleteBody {
+pub(super) struct CompleteBody {
     /// One finding per replaced component.
     components: Vec<FindingBody>,
     #[serde(default)]
     notes: String,
 }
 
-async fn complete_work_order(
+pub(super) async fn complete_work_order(
     State(state): State<AppState>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<CompleteBody>,
@@ -348,11 +334,25 @@ async fn complete_work_order(
 
 // ---- technicians -----------------------------------------------------------------
 
-async fn technicians(State(state): State<AppState>) -> Result<Json<Vec<TechnicianView>>, ApiError> {
-    Ok(Json(state.store.technicians().await?))
+/// The caller's tenant's technicians (every tenant's for the deployment's admin).
+pub(super) async fn technicians(
+    State(state): State<AppState>,
+    scope: Scope,
+) -> Result<Json<Vec<TechnicianView>>, ApiError> {
+    Ok(Json(
+        state
+            .store
+            .technicians_of(scope.principal().tenant.as_deref())
+            .await?,
+    ))
 }
 
-async fn tenant(state: &AppState) -> Result<String, ApiError> {
+/// The tenant a change by `scope` goes to: the caller's, or for the deployment's
+/// admin, the deployment's first.
+async fn tenant(state: &AppState, scope: &Scope) -> Result<String, ApiError> {
+    if let Some(own) = &scope.principal().tenant {
+        return Ok(own.clone());
+    }
     state
         .store
         .tenant_id()
@@ -360,8 +360,26 @@ async fn tenant(state: &AppState) -> Result<String, ApiError> {
         .ok_or_else(|| conflict("import a fleet manifest first (POST /api/v1/registry)"))
 }
 
-async fn check_skills(state: &AppState, t: &Technician) -> Result<(), ApiError> {
-    let models = state.store.machine_models().await?;
+/// A technician id another tenant already uses cannot be written over (409).
+async fn check_own_technician(state: &AppState, tenant: &str, id: &str) -> Result<(), ApiError> {
+    if state
+        .store
+        .technician_tenant(id)
+        .await?
+        .is_some_and(|owner| owner != tenant)
+    {
+        return Err(ApiError::Rejected {
+            status: StatusCode::CONFLICT,
+            message: format!("technician id `{id}` belongs to another tenant"),
+        });
+    }
+    Ok(())
+}
+
+/// A technician's skills must be machine models of their own tenant, so the planner,
+/// which matches work to technicians by model, never sends one to another tenant.
+async fn check_skills(state: &AppState, tenant: &str, t: &Technician) -> Result<(), ApiError> {
+    let models = state.store.machine_models_of(tenant).await?;
     if let Some(unknown) = t.skills.iter().find(|s| !models.contains(s.as_str())) {
         return Err(unprocessable(format!(
             "technician `{}`: unknown machine model `{unknown}`",
@@ -371,8 +389,9 @@ async fn check_skills(state: &AppState, t: &Technician) -> Result<(), ApiError> 
     Ok(())
 }
 
-async fn upsert_technician(
+pub(super) async fn upsert_technician(
     State(state): State<AppState>,
+    scope: Scope,
     ApiJson(t): ApiJson<Technician>,
 ) -> Result<Json<TechnicianView>, ApiError> {
     let org = ServiceOrganisation {
@@ -381,12 +400,13 @@ async fn upsert_technician(
     };
     org.check()
         .map_err(|p| ApiError::BadRequest(p.join("; ")))?;
-    check_skills(&state, &t).await?;
-    let tenant = tenant(&state).await?;
+    let tenant = tenant(&state, &scope).await?;
+    check_skills(&state, &tenant, &t).await?;
+    check_own_technician(&state, &tenant, t.id.as_str()).await?;
     state.store.upsert_technician(&tenant, &t).await?;
     state
         .store
-        .technicians()
+        .technicians_of(Some(&tenant))
         .await?
         .into_iter()
         .find(|v| v.id == t.id.as_str())
@@ -394,16 +414,16 @@ async fn upsert_technician(
         .ok_or_else(|| ApiError::NotFound(t.id.to_string()))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct AbsenceBody {
+pub(super) struct AbsenceBody {
     start: String,
     end: String,
     #[serde(default)]
     reason: String,
 }
 
-async fn add_absence(
+pub(super) async fn add_absence(
     State(state): State<AppState>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<AbsenceBody>,
@@ -445,8 +465,9 @@ fn ics_response(body: String, filename: &str) -> Response {
         .into_response()
 }
 
-async fn technician_ics(
+pub(super) async fn technician_ics(
     State(state): State<AppState>,
+    scope: Scope,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let tech = state
@@ -458,11 +479,14 @@ async fn technician_ics(
         .ok_or_else(|| ApiError::NotFound(format!("no technician `{id}`")))?;
     let orders = state
         .store
-        .work_orders(&WorkOrderFilter {
-            technician: Some(id.clone()),
-            status: Some("scheduled".into()),
-            ..Default::default()
-        })
+        .work_orders(
+            &WorkOrderFilter {
+                technician: Some(id.clone()),
+                status: Some("scheduled".into()),
+                ..Default::default()
+            },
+            &scope.visibility(),
+        )
         .await?;
     let events: Vec<IcsEvent> = orders
         .iter()
@@ -507,17 +531,17 @@ async fn technician_ics(
 
 // ---- catalogue, contracts ----------------------------------------------------------
 
-async fn parts(State(state): State<AppState>) -> Result<Json<Vec<PartView>>, ApiError> {
+pub(super) async fn parts(State(state): State<AppState>) -> Result<Json<Vec<PartView>>, ApiError> {
     Ok(Json(state.store.parts().await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct StockBody {
+pub(super) struct StockBody {
     quantity: u32,
 }
 
-async fn set_stock(
+pub(super) async fn set_stock(
     State(state): State<AppState>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<StockBody>,
@@ -535,7 +559,9 @@ async fn set_stock(
         .ok_or_else(|| ApiError::NotFound(id))
 }
 
-async fn contracts(State(state): State<AppState>) -> Result<Json<Vec<ContractView>>, ApiError> {
+pub(super) async fn contracts(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<ContractView>>, ApiError> {
     Ok(Json(state.store.contracts().await?))
 }
 
@@ -549,8 +575,9 @@ async fn load_site(state: &AppState, id: &str) -> Result<crate::store::SiteInfo,
         .ok_or_else(|| ApiError::NotFound(format!("no site `{id}`")))
 }
 
-async fn set_weekly_windows(
+pub(super) async fn set_weekly_windows(
     State(state): State<AppState>,
+    scope: Scope,
     Path(id): Path<String>,
     ApiJson(windows): ApiJson<Vec<RecurringWindow>>,
 ) -> Result<Json<Vec<SiteView>>, ApiError> {
@@ -577,7 +604,7 @@ async fn set_weekly_windows(
     Ok(Json(
         state
             .store
-            .list_sites(now, state.planning.lookahead_h)
+            .list_sites(now, state.planning.lookahead_h, &scope.visibility())
             .await?
             .into_iter()
             .filter(|s| s.id == id)
@@ -585,7 +612,7 @@ async fn set_weekly_windows(
     ))
 }
 
-async fn stops(
+pub(super) async fn stops(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<StopView>>, ApiError> {
@@ -599,16 +626,16 @@ async fn stops(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct StopBody {
+pub(super) struct StopBody {
     start: String,
     end: String,
     #[serde(default)]
     note: String,
 }
 
-async fn add_stop(
+pub(super) async fn add_stop(
     State(state): State<AppState>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<StopBody>,
@@ -651,7 +678,7 @@ async fn add_stop(
     ))
 }
 
-async fn delete_stop(
+pub(super) async fn delete_stop(
     State(state): State<AppState>,
     Path((id, stop)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
@@ -664,8 +691,9 @@ async fn delete_stop(
     }
 }
 
-async fn site_ics(
+pub(super) async fn site_ics(
     State(state): State<AppState>,
+    scope: Scope,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let site = load_site(&state, &id).await?;
@@ -687,11 +715,14 @@ async fn site_ics(
         .collect();
     for w in state
         .store
-        .work_orders(&WorkOrderFilter {
-            site: Some(id.clone()),
-            from: Some(now),
-            ..Default::default()
-        })
+        .work_orders(
+            &WorkOrderFilter {
+                site: Some(id.clone()),
+                from: Some(now),
+                ..Default::default()
+            },
+            &scope.visibility(),
+        )
         .await?
         .into_iter()
         .filter(|w| matches!(w.status.as_str(), "scheduled" | "unassigned"))
@@ -721,29 +752,25 @@ async fn site_ics(
 
 // ---- service organisation -------------------------------------------------------------
 
-async fn import_service(
+pub(super) async fn import_service(
     State(state): State<AppState>,
+    scope: Scope,
     ApiJson(org): ApiJson<ServiceOrganisation>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     org.check()
         .map_err(|p| ApiError::BadRequest(p.join("; ")))?;
+    let tenant = tenant(&state, &scope).await?;
     for t in &org.technicians {
-        check_skills(&state, t).await?;
+        check_skills(&state, &tenant, t).await?;
+        check_own_technician(&state, &tenant, t.id.as_str()).await?;
     }
-    let parts: HashSet<String> = state
-        .store
-        .parts()
-        .await?
-        .into_iter()
-        .map(|p| p.id)
-        .collect();
+    let parts = state.store.part_ids_of(&tenant).await?;
     if let Some(unknown) = org.stock.iter().find(|s| !parts.contains(s.part.as_str())) {
         return Err(unprocessable(format!(
             "stock: unknown part `{}`",
             unknown.part
         )));
     }
-    let tenant = tenant(&state).await?;
     let (technicians, stock) = state.store.import_service(&tenant, &org).await?;
     Ok(Json(
         serde_json::json!({ "technicians": technicians, "stock": stock }),

@@ -337,9 +337,83 @@ pub struct SteadyScore {
     pub lead_time_median_h: Option<f64>,
     /// The counted failures without an offer in time.
     pub misses: Vec<FailureOutcome>,
+    /// Failures that came due: every life whose failure time fell after the warm-up
+    /// and before the end, whether the part failed then or was replaced first. An
+    /// accepted offer prevents the failure it foresaw, so the failures that happened
+    /// are mostly the ones the platform missed; this figure counts both.
+    pub due: usize,
+    /// Of these, lives that got an offer (made while they were installed) whose
+    /// window started before their failure time.
+    pub due_with_offer_in_time: usize,
+    pub share_due_offered_in_time: Option<f64>,
+    /// Lives due after the warm-up left out because their machine was silent in the
+    /// `silent_h` before the life ended.
+    pub due_excluded_unobservable: usize,
+    /// The counted due lives without an offer in time.
+    pub due_misses: Vec<DueOutcome>,
 }
 
-/// The steady-state figure over `[from, to)`: `observed(machine, from, to)` says
+/// How one life whose failure came due was served.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DueOutcome {
+    pub machine: String,
+    pub component: String,
+    /// The life's failure time in the ground truth.
+    pub due_at: UnixMs,
+    /// When the life ended: at `due_at` when it failed, earlier when replaced.
+    pub ended_at: UnixMs,
+    /// Hours from the first offer with a window before `due_at` to `due_at`.
+    pub lead_h: Option<f64>,
+    /// With no offer in time: hours from `due_at` to the first offer's window
+    /// (`None`: no offer at all).
+    pub late_by_h: Option<f64>,
+}
+
+/// Every life whose failure time falls in `[from, to)`, with what the platform
+/// offered for it while it was installed; oldest due first.
+pub fn due_outcomes(
+    truth: &GroundTruth,
+    offers: &[OfferRecord],
+    from: UnixMs,
+    to: UnixMs,
+) -> Vec<DueOutcome> {
+    let mut out = Vec::new();
+    for ((machine, component), v) in &lives_by_component(truth) {
+        for (i, life) in v.iter().enumerate() {
+            if !(from <= life.fails_at && life.fails_at < to) {
+                continue;
+            }
+            let ended_at = v
+                .get(i + 1)
+                .map_or(life.fails_at, |next| next.installed_at.min(life.fails_at));
+            let made: Vec<&OfferRecord> = offers_of(offers, machine, component, life)
+                .into_iter()
+                .filter(|o| o.created_at < ended_at)
+                .collect();
+            let first_in_time = made.iter().find(|o| o.window_start < life.fails_at);
+            out.push(DueOutcome {
+                machine: machine.to_string(),
+                component: component.to_string(),
+                due_at: life.fails_at,
+                ended_at,
+                lead_h: first_in_time.map(|o| o.created_at.hours_until(life.fails_at)),
+                late_by_h: match first_in_time {
+                    Some(_) => None,
+                    None => made
+                        .first()
+                        .map(|o| life.fails_at.hours_until(o.window_start)),
+                },
+            });
+        }
+    }
+    out.sort_by(|a, b| {
+        (a.due_at, &a.machine, &a.component).cmp(&(b.due_at, &b.machine, &b.component))
+    });
+    out
+}
+
+/// The steady-state figures over `[from, to)`: failures that happened, and failures
+/// that came due (see [`SteadyScore::due`]). `observed(machine, from, to)` says
 /// whether the machine sent any telemetry in `[from, to)`.
 pub fn steady_state(
     truth: &GroundTruth,
@@ -372,6 +446,25 @@ pub fn steady_state(
         (s.failures > 0).then(|| s.failures_with_offer_in_time as f64 / s.failures as f64);
     leads.sort_by(f64::total_cmp);
     s.lead_time_median_h = quantile(&leads, 0.5);
+
+    for d in due_outcomes(truth, offers, warm_until, to) {
+        if !observed(
+            &d.machine,
+            d.ended_at.plus_hours(-rule.silent_h),
+            d.ended_at,
+        ) {
+            s.due_excluded_unobservable += 1;
+            continue;
+        }
+        s.due += 1;
+        if d.lead_h.is_some() {
+            s.due_with_offer_in_time += 1;
+        } else {
+            s.due_misses.push(d);
+        }
+    }
+    s.share_due_offered_in_time =
+        (s.due > 0).then(|| s.due_with_offer_in_time as f64 / s.due as f64);
     s
 }
 
@@ -489,5 +582,76 @@ mod tests {
         let raw = score(&truth, &offers, UnixMs(0), UnixMs(2000 * H));
         assert_eq!((raw.failures, raw.failures_with_offer_in_time), (4, 1));
         assert_eq!(SteadyStateRule::for_lead_time(10.0).warm_up_h, 17.0 * 24.0);
+        // Due: the same lives, as none was replaced early.
+        assert_eq!((s.due, s.due_with_offer_in_time), (2, 1));
+        assert_eq!(s.due_excluded_unobservable, 1);
+        assert_eq!(s.due_misses[0].machine, "m4");
+    }
+
+    #[test]
+    fn failures_that_came_due_count_the_ones_a_replacement_prevented() {
+        let text = [
+            // m1: offered at 300 for a window at 400, replaced at 410; it would have
+            // failed at 600. Served in time, though no failure happened.
+            life("m1", 0, 200, 600),
+            life("m1", 410, 900, 5000),
+            // m2: replaced at 500 without an offer made in its life before that (the
+            // offer at 520 belongs to the next life), due at 700: a miss.
+            life("m2", 0, 300, 700),
+            life("m2", 500, 900, 5000),
+            // m3: failed at 800 with the only offer's window after it: a miss, late 50 h.
+            life("m3", 0, 400, 800),
+            failure("m3", 800),
+            // m4: due after the scored period.
+            life("m4", 0, 400, 3000),
+            // m5: due during the warm-up.
+            life("m5", 0, 10, 50),
+            failure("m5", 50),
+        ]
+        .join("\n");
+        let truth = parse_truth(&text).unwrap();
+        let offers = [
+            offer("m1", 300, 400),
+            offer("m2", 520, 690),
+            offer("m3", 700, 850),
+        ];
+        let rule = SteadyStateRule {
+            warm_up_h: 100.0,
+            silent_h: 168.0,
+        };
+        let asked = std::cell::RefCell::new(Vec::new());
+        let s = steady_state(
+            &truth,
+            &offers,
+            UnixMs(0),
+            UnixMs(2000 * H),
+            rule,
+            |m, _, to| {
+                asked.borrow_mut().push((m.to_string(), to));
+                true
+            },
+        );
+        assert_eq!((s.due, s.due_with_offer_in_time), (3, 1), "{s:#?}");
+        assert_eq!(s.share_due_offered_in_time, Some(1.0 / 3.0));
+        let missed: Vec<(&str, UnixMs, Option<f64>)> = s
+            .due_misses
+            .iter()
+            .map(|d| (d.machine.as_str(), d.ended_at, d.late_by_h))
+            .collect();
+        assert_eq!(
+            missed,
+            [
+                ("m2", UnixMs(500 * H), None),
+                ("m3", UnixMs(800 * H), Some(50.0))
+            ]
+        );
+        // Observability is asked at the end of each due life (m1 at its replacement).
+        let asked = asked.into_inner();
+        assert!(
+            asked.contains(&("m1".to_string(), UnixMs(410 * H))),
+            "{asked:?}"
+        );
+        // Only m3's failure happened, and it was missed.
+        assert_eq!((s.failures, s.failures_with_offer_in_time), (1, 0));
     }
 }

@@ -28,6 +28,7 @@ pub mod linalg;
 pub mod mixture;
 pub mod normalise;
 pub mod online;
+pub mod quality;
 pub mod regime;
 pub mod relevance;
 pub mod runs;

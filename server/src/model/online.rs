@@ -97,6 +97,11 @@ const HOLT_LEVEL: f64 = 0.3;
 const HOLT_TREND: f64 = 0.1;
 /// Upper quantile of the conditional life prior that bounds any remaining life.
 const LIFE_BOUND_Q: f64 = 0.999;
+/// Bound on the health index a bucket feeds the model and on a trend's one-step error
+/// (0 is healthy, 1 is failure): a reading ten failure-spans out is a broken sensor, not
+/// wear, and unbounded values would overflow the trend's sums of squares to infinity,
+/// which the stored state cannot hold (JSON has no infinity).
+const HI_LIMIT: f64 = 10.0;
 
 /// A sudden fault: an alert, not a replacement offer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -182,7 +187,13 @@ impl OpCorrection {
     /// Learns from one step between consecutive buckets and refits.
     fn learn(&mut self, prev_op: &[f64], op: &[f64], prev_x: &[f64], x: &[f64]) {
         let p = self.names.len();
-        if p == 0 || op.iter().chain(prev_op).any(|v| !v.is_finite()) {
+        // A bucket read before the operating channels were first seen carries no
+        // operating values: there is no step to learn from it.
+        if p == 0
+            || op.len() != p
+            || prev_op.len() != p
+            || op.iter().chain(prev_op).any(|v| !v.is_finite())
+        {
             return;
         }
         if self.equations.len() != x.len() {
@@ -316,6 +327,12 @@ impl Discounted {
     }
 
     fn record_error(&mut self, e: f64) {
+        // A forecast that ran off to infinity is as wrong as it can be counted.
+        let e = if e.is_nan() {
+            HI_LIMIT
+        } else {
+            e.clamp(-HI_LIMIT, HI_LIMIT)
+        };
         self.e2 += e * e;
         self.ee += e * self.last_e;
         self.last_e = e;
@@ -685,6 +702,7 @@ impl ComponentState {
         if !hi.is_finite() || self.prev_hi.is_some_and(|(p, _)| t <= p) {
             return;
         }
+        let hi = hi.clamp(-HI_LIMIT, HI_LIMIT);
         self.buckets += 1;
         self.first_bucket.get_or_insert(t);
         self.last_bucket = Some(self.last_bucket.map_or(t, |l| l.max(t)));

@@ -137,6 +137,7 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     pub fn new(store: Store, config: NotificationsConfig) -> Result<Self, reqwest::Error> {
+        crate::tls::install_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.timeout)

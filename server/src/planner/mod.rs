@@ -418,14 +418,19 @@ fn draft_offer(
     }
 }
 
-/// `about 3 weeks`, `about 9 days`, `about 20 hours`.
+/// `about 3 weeks`, `about 9 days`, `about 20 hours`, `about 1 hour`.
 pub fn describe_hours(h: f64) -> String {
     if h >= 24.0 * 14.0 {
         format!("about {} weeks", (h / (24.0 * 7.0)).round())
     } else if h >= 48.0 {
         format!("about {} days", (h / 24.0).round())
     } else {
-        format!("about {} hours", h.round().max(1.0))
+        let n = h.round().max(1.0);
+        if n == 1.0 {
+            "about 1 hour".to_string()
+        } else {
+            format!("about {n} hours")
+        }
     }
 }
 

@@ -402,3 +402,12 @@ fn the_horizon_counts_from_when_the_part_can_be_there() {
     assert!(!draft.urgent);
     assert!(draft.window.start >= NOW.plus_hours(10.0 * DAY_H));
 }
+
+#[test]
+fn durations_read_as_words_with_the_right_number() {
+    assert_eq!(describe_hours(0.2), "about 1 hour");
+    assert_eq!(describe_hours(1.4), "about 1 hour");
+    assert_eq!(describe_hours(20.0), "about 20 hours");
+    assert_eq!(describe_hours(72.0), "about 3 days");
+    assert_eq!(describe_hours(24.0 * 21.0), "about 3 weeks");
+}

@@ -425,7 +425,7 @@ impl Store {
             "SELECT m.customer_id,
                     SUM(CASE WHEN w.start_ms >= ?3 THEN w.mean * (w.end_ms - w.start_ms) ELSE 0 END) / 3600000.0 AS recent,
                     SUM(CASE WHEN w.start_ms < ?3 THEN w.mean * (w.end_ms - w.start_ms) ELSE 0 END) / 3600000.0 AS previous
-             FROM machines m CROSS JOIN telemetry_windows w
+             FROM machines m CROSS JOIN telemetry_series w
                ON w.machine_id = m.id AND w.channel = ?2 AND w.start_ms >= ?4 AND w.start_ms < ?5
              WHERE ?1 IS NULL OR m.customer_id = ?1
              GROUP BY m.customer_id",

@@ -4,10 +4,18 @@
 //! SQLite is the default backend (one file in the data directory, WAL mode, and
 //! `synchronous = FULL` so an ingest the server acknowledged survives a power loss). The
 //! PostgreSQL backend of the scale-out issue will implement the same operations; the
-//! queries live in [`sqlite`] so that split stays mechanical.
+//! queries live in [`sqlite`] so that split stays mechanical. So far [`postgres`] holds
+//! its schema (the same tables as SQLite's, checked against a real server by
+//! `server/tests/postgres`) and the ingest path ([`postgres::PgStore::store_batch`],
+//! tested there against SQLite's).
 
 mod analytics;
+mod audit;
+mod auth;
 mod model_data;
+mod mqtt_users;
+pub mod postgres;
+mod retention;
 mod service;
 mod sqlite;
 
@@ -16,13 +24,17 @@ use std::collections::{HashMap, HashSet};
 use wearcast_protocol::UnixMs;
 use wearcast_protocol::registry::{ComponentSpec, WeibullLife};
 
+pub use crate::auth::Visibility;
 pub use analytics::{SurveyAnswered, SurveyForPage, SurveyRequest};
+pub use audit::AuditEntry;
+pub use auth::{ObjectKind, TokenLookup};
 pub use model_data::{ComponentAnomaly, EndedLife};
+pub use retention::RetentionReport;
 pub use service::{
     AsFound, ChangeRefused, ComponentFinding, OfferForDecision, OfferPart, OutboxEntry, SiteInfo,
     WorkOrderFilter, WorkOrderForChange,
 };
-pub use sqlite::{BatchSelection, Store};
+pub use sqlite::{BatchSelection, PREDICTION_SAMPLE_MS, Store};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -34,6 +46,20 @@ pub enum StoreError {
     },
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// `url` is shown without its password.
+    #[error("cannot connect to the PostgreSQL database at {url}: {source}")]
+    PgConnect {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    /// `url` is shown without its password.
+    #[error("cannot apply the PostgreSQL migrations to the database at {url}: {source}")]
+    PgMigrate {
+        url: String,
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
     #[error(transparent)]
     Db(#[from] sqlx::Error),
     #[error("stored data is inconsistent: {0}")]
@@ -44,6 +70,8 @@ pub enum StoreError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RegisteredMachine {
     pub tenant: String,
+    /// The machine's owner, for tagging what the sinks write.
+    pub customer: String,
     pub components: HashSet<String>,
 }
 
@@ -61,12 +89,25 @@ pub struct ImportReport {
 }
 
 /// The outcome of storing one batch.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct StoredBatch {
     pub duplicate: bool,
     pub windows: u64,
     pub events: u64,
     pub statuses: u64,
+    /// Each stored window as its row now reads (merged with the parts of the same
+    /// window stored before), in batch order: what the sinks copy.
+    pub stored_windows: Vec<wearcast_protocol::WindowAggregate>,
+}
+
+impl StoredBatch {
+    /// The answer for a batch stored before: nothing was stored again.
+    pub fn duplicate() -> Self {
+        Self {
+            duplicate: true,
+            ..Self::default()
+        }
+    }
 }
 
 /// One component as the model sees it.

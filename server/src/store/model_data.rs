@@ -10,6 +10,8 @@ use wearcast_protocol::UnixMs;
 use wearcast_protocol::registry::WeibullLife;
 
 use super::{Store, StoreError};
+use crate::auth::Visibility;
+use crate::model::quality::{EndedLifeSummary, ScoredPrediction};
 use crate::model::weibull::{ObservedLife, update_life_prior};
 use crate::model::{Anomaly, ComponentState, FleetKnowledge, WarningInterval};
 
@@ -191,6 +193,73 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// The sampled predictions and the ended lives of the lives that ended in
+    /// `[from, to)`, on machines `vis` may see (the model-quality report's input). A
+    /// technician's "found failed" counts as a failure, as in the refit.
+    pub async fn prediction_outcomes(
+        &self,
+        from: UnixMs,
+        to: UnixMs,
+        vis: &Visibility,
+    ) -> Result<(Vec<ScoredPrediction>, Vec<EndedLifeSummary>)> {
+        // One row per kept prediction, or one for a life without any (LEFT JOIN).
+        let rows = sqlx::query(
+            "SELECT ml.machine_id, ml.component, ml.installed_at, ml.part_id, ml.ended_at,
+                    MAX(ml.failed, COALESCE(cl.as_found = 'failed', 0)) AS failed, ml.alarm_at,
+                    p.status, p.at, p.p10_h, p.p50_h, p.p90_h
+             FROM model_lives ml
+             JOIN machines m ON m.id = ml.machine_id
+             LEFT JOIN component_lives cl ON cl.machine_id = ml.machine_id
+              AND cl.component = ml.component AND cl.installed_at = ml.installed_at
+             LEFT JOIN model_predictions p ON p.machine_id = ml.machine_id
+              AND p.component = ml.component AND p.installed_at = ml.installed_at
+              AND p.at < ml.ended_at
+             WHERE ml.ended_at >= ?1 AND ml.ended_at < ?2
+               AND (?3 IS NULL OR m.tenant_id = ?3) AND (?4 IS NULL OR m.customer_id = ?4)
+             ORDER BY ml.machine_id, ml.component, ml.installed_at, p.at",
+        )
+        .bind(from.0)
+        .bind(to.0)
+        .bind(&vis.tenant)
+        .bind(&vis.customer)
+        .fetch_all(self.pool())
+        .await?;
+        let (mut predictions, mut lives) = (Vec::new(), Vec::<EndedLifeSummary>::new());
+        let mut last_life: Option<(String, String, i64)> = None;
+        for r in &rows {
+            let life = (
+                r.try_get::<String, _>("machine_id")?,
+                r.try_get::<String, _>("component")?,
+                r.try_get::<i64, _>("installed_at")?,
+            );
+            let (part, ended_at): (String, UnixMs) =
+                (r.try_get("part_id")?, UnixMs(r.try_get("ended_at")?));
+            let failed = r.try_get::<i64, _>("failed")? != 0;
+            if last_life.as_ref() != Some(&life) {
+                lives.push(EndedLifeSummary {
+                    part: part.clone(),
+                    ended_at,
+                    failed,
+                    alarm_at: r.try_get::<Option<i64>, _>("alarm_at")?.map(UnixMs),
+                });
+                last_life = Some(life);
+            }
+            if let Some(at) = r.try_get::<Option<i64>, _>("at")? {
+                predictions.push(ScoredPrediction {
+                    status: r.try_get("status")?,
+                    part,
+                    at: UnixMs(at),
+                    p10_h: r.try_get("p10_h")?,
+                    p50_h: r.try_get("p50_h")?,
+                    p90_h: r.try_get("p90_h")?,
+                    ended_at,
+                    failed,
+                });
+            }
+        }
+        Ok((predictions, lives))
     }
 
     /// What the fleet has learned per part type so far.

@@ -12,7 +12,7 @@ use sqlx::{Sqlite, Transaction};
 use wearcast_protocol::UnixMs;
 use wearcast_protocol::registry::{ServiceOrganisation, Technician};
 
-use super::{Store, StoreError};
+use super::{Store, StoreError, Visibility};
 use crate::config::NotificationsConfig;
 use crate::model::RulEstimate;
 use crate::notify::{self, Audience, Notice};
@@ -105,7 +105,9 @@ pub struct WorkOrderForChange {
 }
 
 /// As-found condition of a removed part.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum AsFound {
     Good,
@@ -214,10 +216,13 @@ impl Store {
         )
     }
 
-    pub async fn technicians(&self) -> Result<Vec<TechnicianView>> {
-        let rows = sqlx::query("SELECT * FROM technicians ORDER BY id")
-            .fetch_all(self.pool())
-            .await?;
+    /// The technicians of `tenant` (`None`: every tenant's).
+    pub async fn technicians_of(&self, tenant: Option<&str>) -> Result<Vec<TechnicianView>> {
+        let rows =
+            sqlx::query("SELECT * FROM technicians WHERE ?1 IS NULL OR tenant_id = ?1 ORDER BY id")
+                .bind(tenant)
+                .fetch_all(self.pool())
+                .await?;
         rows.iter()
             .map(|r| {
                 Ok(TechnicianView {
@@ -231,6 +236,45 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// The tenant technician `id` belongs to, if it exists.
+    pub async fn technician_tenant(&self, id: &str) -> Result<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT tenant_id FROM technicians WHERE id = ?")
+                .bind(id)
+                .fetch_optional(self.pool())
+                .await?,
+        )
+    }
+
+    /// Every tenant's technicians.
+    pub async fn technicians(&self) -> Result<Vec<TechnicianView>> {
+        self.technicians_of(None).await
+    }
+
+    /// The part ids of `tenant`.
+    pub async fn part_ids_of(&self, tenant: &str) -> Result<HashSet<String>> {
+        Ok(
+            sqlx::query_scalar::<_, String>("SELECT id FROM parts WHERE tenant_id = ?")
+                .bind(tenant)
+                .fetch_all(self.pool())
+                .await?
+                .into_iter()
+                .collect(),
+        )
+    }
+
+    /// The machine models of `tenant`.
+    pub async fn machine_models_of(&self, tenant: &str) -> Result<HashSet<String>> {
+        Ok(
+            sqlx::query_scalar::<_, String>("SELECT id FROM machine_models WHERE tenant_id = ?")
+                .bind(tenant)
+                .fetch_all(self.pool())
+                .await?
+                .into_iter()
+                .collect(),
+        )
     }
 
     pub async fn technician_profiles(&self) -> Result<Vec<TechnicianProfile>> {
@@ -815,11 +859,19 @@ impl Store {
 
     // ---- work orders ---------------------------------------------------------------
 
-    pub async fn work_orders(&self, f: &WorkOrderFilter) -> Result<Vec<WorkOrderView>> {
+    /// The work orders matching `f` that `vis` may see: a customer's are those on its
+    /// machines, a technician's those booked with them.
+    pub async fn work_orders(
+        &self,
+        f: &WorkOrderFilter,
+        vis: &Visibility,
+    ) -> Result<Vec<WorkOrderView>> {
         let rows = sqlx::query(format!(
             "{WORK_ORDER_SQL} WHERE (?1 IS NULL OR w.technician_id = ?1) AND (?2 IS NULL OR w.status = ?2)
                AND (?3 IS NULL OR w.machine_id = ?3) AND (?4 IS NULL OR w.site_id = ?4)
                AND (?5 IS NULL OR w.window_end > ?5) AND (?6 IS NULL OR w.window_start < ?6)
+               AND (?7 IS NULL OR w.tenant_id = ?7) AND (?8 IS NULL OR m.customer_id = ?8)
+               AND (?9 IS NULL OR w.technician_id = ?9)
              ORDER BY w.window_start, w.id"
         ).into_sql())
         .bind(&f.technician)
@@ -828,6 +880,9 @@ impl Store {
         .bind(&f.site)
         .bind(f.from.map(|t| t.0))
         .bind(f.to.map(|t| t.0))
+        .bind(&vis.tenant)
+        .bind(&vis.customer)
+        .bind(&vis.technician)
         .fetch_all(self.pool())
         .await?;
         let mut out = Vec::with_capacity(rows.len());
@@ -1165,6 +1220,146 @@ impl Store {
         super::analytics::request_survey(&mut tx, wo, now, survey, notifications).await?;
         tx.commit().await?;
         Ok(Ok(()))
+    }
+
+    /// Cancels the open part of work orders overtaken by events: a component of an
+    /// unassigned or scheduled work order that was replaced after the order was made
+    /// (a breakdown repair, or a replacement the plant did itself) no longer needs the
+    /// visit, and replacing the new part would waste most of its life. Such a component
+    /// leaves the order and its reserved part is released; an order with nothing left
+    /// is cancelled, with its offer, its technician's booking freed and everyone told.
+    /// Returns how many work orders were cancelled.
+    pub async fn cancel_overtaken_work_orders(
+        &self,
+        now: UnixMs,
+        notifications: &NotificationsConfig,
+    ) -> Result<u64> {
+        let overtaken = sqlx::query(
+            "SELECT w.id, w.offer_id, w.machine_id, w.status, wc.component, wc.part_id,
+                    c.installed_at, s.name AS site_name, s.customer_id
+             FROM work_orders w
+             JOIN work_order_components wc ON wc.work_order_id = w.id
+             JOIN components c ON c.machine_id = w.machine_id AND c.key = wc.component
+             JOIN sites s ON s.id = w.site_id
+             WHERE w.status IN ('unassigned', 'scheduled') AND c.installed_at > w.created_at
+             ORDER BY w.id, wc.component",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        if overtaken.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.write_tx().await?;
+        let mut cancelled = 0;
+        let mut orders: Vec<(String, Vec<&SqliteRow>)> = Vec::new();
+        for r in &overtaken {
+            let id: String = get(r, "id")?;
+            match orders.last_mut() {
+                Some((last, rows)) if *last == id => rows.push(r),
+                _ => orders.push((id, vec![r])),
+            }
+        }
+        for (id, rows) in orders {
+            let first = rows[0];
+            let (offer, machine, status): (String, String, String) = (
+                get(first, "offer_id")?,
+                get(first, "machine_id")?,
+                get(first, "status")?,
+            );
+            let mut replaced = Vec::new();
+            for r in &rows {
+                let component: String = get(r, "component")?;
+                let part: String = get(r, "part_id")?;
+                let gone = sqlx::query(
+                    "DELETE FROM work_order_components WHERE work_order_id = ? AND component = ?
+                       AND EXISTS (SELECT 1 FROM work_orders WHERE id = ? AND status IN ('unassigned', 'scheduled'))",
+                )
+                .bind(&id)
+                .bind(&component)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if gone == 0 {
+                    continue;
+                }
+                sqlx::query("UPDATE parts SET reserved = MAX(reserved - 1, 0) WHERE id = ?")
+                    .bind(&part)
+                    .execute(&mut *tx)
+                    .await?;
+                replaced.push((component, ms(get(r, "installed_at")?)));
+            }
+            if replaced.is_empty() {
+                continue;
+            }
+            let what: Vec<String> = replaced
+                .iter()
+                .map(|(c, at)| format!("{c} on {}", at.to_rfc3339()))
+                .collect();
+            let note = format!("replaced after the order was made: {}", what.join(", "));
+            let left: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM work_order_components WHERE work_order_id = ?",
+            )
+            .bind(&id)
+            .fetch_one(&mut *tx)
+            .await?;
+            // The note goes on the order either way; with nothing left it is cancelled.
+            sqlx::query(
+                "UPDATE work_orders SET updated_at = ?,
+                   status = CASE WHEN ? THEN status ELSE 'cancelled' END,
+                   notes = CASE WHEN notes = '' THEN ? ELSE notes || char(10) || ? END
+                 WHERE id = ?",
+            )
+            .bind(now.0)
+            .bind(left > 0)
+            .bind(&note)
+            .bind(&note)
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+            if left > 0 {
+                record_history(&mut tx, &offer, None, &status, now, &note).await?;
+                continue;
+            }
+            let offer_status: Option<String> = sqlx::query_scalar(
+                "UPDATE offers SET status = 'cancelled', updated_at = ?
+                 WHERE id = ? AND status IN ('accepted', 'scheduled') RETURNING 'cancelled'",
+            )
+            .bind(now.0)
+            .bind(&offer)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if offer_status.is_some() {
+                release_open_offer(&mut tx, &offer).await?;
+                record_history(
+                    &mut tx,
+                    &offer,
+                    Some(&status),
+                    "cancelled",
+                    now,
+                    &format!("work order {id} cancelled: {note}"),
+                )
+                .await?;
+            }
+            let site: String = get(first, "site_name")?;
+            let customer: String = get(first, "customer_id")?;
+            let notice = Notice {
+                event: "work_order.cancelled",
+                audience: Audience::Everyone,
+                subject: format!("Service visit on {machine} cancelled"),
+                body: format!(
+                    "Work order {id} at {site} is cancelled: its part was {note}. No visit is \
+                     needed; the new part is monitored from now on."
+                ),
+                customer_email: customer_email(&mut tx, &customer).await?,
+                data: json!({ "work_order": id, "offer": offer, "machine": machine,
+                              "components": replaced.iter().map(|(c, _)| c).collect::<Vec<_>>() }),
+            };
+            notify::enqueue(&mut tx, notifications, &notice, now).await?;
+            cancelled += 1;
+        }
+        tx.commit().await?;
+        Ok(cancelled)
     }
 
     /// Every ended life of the machine's components, newest first.

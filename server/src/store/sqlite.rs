@@ -1,6 +1,6 @@
 //! The SQLite backend.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -10,9 +10,9 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 use wearcast_protocol::UnixMs;
-use wearcast_protocol::batch::IngestBatch;
+use wearcast_protocol::batch::{IngestBatch, WindowAggregate};
 use wearcast_protocol::event::EventKind;
 use wearcast_protocol::ids::{ComponentKey, MachineId, PartId};
 use wearcast_protocol::registry::{ComponentSpec, FleetManifest, WeibullLife};
@@ -20,7 +20,7 @@ use wearcast_protocol::registry::{ComponentSpec, FleetManifest, WeibullLife};
 use super::service::{offer_notice, record_history, release_open_offer};
 use super::{
     AppliedDecisions, ChannelBucket, ImportReport, MachineRegistry, ModelComponent, OfferFilter,
-    PlanningContext, RegisteredMachine, StoreError, StoredBatch,
+    PlanningContext, RegisteredMachine, StoreError, StoredBatch, Visibility,
 };
 use crate::config::NotificationsConfig;
 use crate::model::{HealthStatus, RulEstimate};
@@ -57,6 +57,10 @@ fn opt_ms(v: Option<i64>) -> Option<Rfc3339> {
 
 const WEEKDAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 
+/// How often a component's estimate is kept for the model-quality report: once a day
+/// (of platform time) per life.
+pub const PREDICTION_SAMPLE_MS: i64 = UnixMs::DAY;
+
 impl Store {
     /// Opens (creating if needed) the SQLite database at `path` and applies migrations.
     pub async fn open_sqlite(path: &Path) -> Result<Self> {
@@ -66,7 +70,13 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(Duration::from_secs(10))
+            // A batch of windows dirties more pages than SQLite's default 2 MiB cache
+            // holds: it then spilled them to the WAL mid-transaction and read them back
+            // (most of the ingest time in a profile). 32 MiB per connection (4 at most),
+            // and statement journals in memory.
+            .pragma("cache_size", "-32768")
+            .pragma("temp_store", "memory");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
@@ -106,6 +116,64 @@ impl Store {
 
     /// Upserts a checked manifest. Re-importing is harmless: nothing is duplicated and
     /// component install times only move forward (a replacement recorded since wins).
+    /// The ids in `m` that another tenant already owns (customers, sites, parts,
+    /// machine models, machines, contracts), as `kind id` strings. Importing over
+    /// them would rewrite another manufacturer's objects, so callers refuse `m` when
+    /// there are any.
+    pub async fn foreign_ids(&self, m: &FleetManifest) -> Result<Vec<String>> {
+        let tenant = m.tenant.id.as_str();
+        let lists: [(&str, &str, Vec<&str>); 6] = [
+            (
+                "customer",
+                "customers",
+                m.customers.iter().map(|c| c.id.as_str()).collect(),
+            ),
+            (
+                "site",
+                "sites",
+                m.sites.iter().map(|s| s.id.as_str()).collect(),
+            ),
+            (
+                "part",
+                "parts",
+                m.parts.iter().map(|p| p.id.as_str()).collect(),
+            ),
+            (
+                "machine model",
+                "machine_models",
+                m.machine_models.iter().map(|mm| mm.id.as_str()).collect(),
+            ),
+            (
+                "machine",
+                "machines",
+                m.machines.iter().map(|mc| mc.id.as_str()).collect(),
+            ),
+            (
+                "contract",
+                "contracts",
+                m.contracts.iter().map(|k| k.id.as_str()).collect(),
+            ),
+        ];
+        let mut foreign = Vec::new();
+        for (kind, table, ids) in lists {
+            if ids.is_empty() {
+                continue;
+            }
+            let ids =
+                serde_json::to_string(&ids).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let taken: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT id FROM {table} WHERE tenant_id <> ?1
+                   AND id IN (SELECT value FROM json_each(?2)) ORDER BY id"
+            )))
+            .bind(tenant)
+            .bind(ids)
+            .fetch_all(&self.pool)
+            .await?;
+            foreign.extend(taken.into_iter().map(|id| format!("{kind} {id}")));
+        }
+        Ok(foreign)
+    }
+
     pub async fn import_manifest(&self, m: &FleetManifest) -> Result<ImportReport> {
         let mut tx = self.write_tx().await?;
         let t = &m.tenant;
@@ -227,11 +295,7 @@ impl Store {
                 StoreError::Corrupt(format!("machine {} names unknown model", machine.id))
             })?;
             for spec in &model.components {
-                let installed = machine
-                    .components
-                    .iter()
-                    .find(|c| c.key == spec.key)
-                    .map_or(machine.commissioned_at, |c| c.installed_at);
+                let installed = machine.installed_at(&spec.key);
                 sqlx::query(
                     "INSERT INTO components (machine_id, key, part_id, installed_at) VALUES (?, ?, ?, ?)
                      ON CONFLICT (machine_id, key) DO UPDATE SET part_id = excluded.part_id,
@@ -282,7 +346,7 @@ impl Store {
     /// Every registered machine with its tenant and component keys (for ingest checks).
     pub async fn machine_registry(&self) -> Result<MachineRegistry> {
         let rows = sqlx::query(
-            "SELECT m.id, m.tenant_id, c.key FROM machines m
+            "SELECT m.id, m.tenant_id, m.customer_id, c.key FROM machines m
              LEFT JOIN components c ON c.machine_id = m.id",
         )
         .fetch_all(&self.pool)
@@ -292,9 +356,11 @@ impl Store {
             let id: String = get(&row, "id")?;
             let entry = out.entry(id).or_insert_with(|| RegisteredMachine {
                 tenant: String::new(),
+                customer: String::new(),
                 components: Default::default(),
             });
             entry.tenant = get(&row, "tenant_id")?;
+            entry.customer = get(&row, "customer_id")?;
             if let Some(key) = get::<Option<String>>(&row, "key")? {
                 entry.components.insert(key);
             }
@@ -305,75 +371,33 @@ impl Store {
     // ---- ingest --------------------------------------------------------------------
 
     /// Stores the items of `batch` that `keep` selects, once per batch id, atomically.
+    /// With `want_windows`, the answer holds each window as stored (merged with what
+    /// was there), for the InfluxDB sink; without, the statements return nothing.
     pub async fn store_batch(
         &self,
         batch: &IngestBatch,
         keep: &BatchSelection,
         now: UnixMs,
+        want_windows: bool,
     ) -> Result<StoredBatch> {
+        // Planned before the write lock is taken, to hold it for less time.
+        let mut plan = IngestPlan::new(batch, keep, WINDOWS_PER_STATEMENT, want_windows);
         let mut tx = self.write_tx().await?;
-        let fresh = sqlx::query(
-            "INSERT INTO ingested_batches (batch_id, gateway_id, received_at, windows, events)
-             VALUES (?, ?, ?, ?, ?) ON CONFLICT (batch_id) DO NOTHING",
-        )
-        .bind(batch.batch_id.as_str())
-        .bind(batch.gateway.as_str())
-        .bind(now.0)
-        .bind(keep.windows.len() as i64)
-        .bind(keep.events.len() as i64)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if fresh == 0 {
+        if !record_batch(&mut *tx, RECORD_BATCH, batch, keep, now).await? {
             tx.rollback().await?;
-            return Ok(StoredBatch {
-                duplicate: true,
-                ..Default::default()
+            return Ok(StoredBatch::duplicate());
+        }
+        for statement in &plan.statements {
+            upsert_windows(&mut tx, statement, plan.stored_windows.as_mut()).await?;
+        }
+        for part in plan.channels.chunks(WINDOWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT OR IGNORE INTO machine_channels (machine_id, channel) ",
+            );
+            q.push_values(part, |mut b, (machine, channel)| {
+                b.push_bind(*machine).push_bind(*channel);
             });
-        }
-        let mut touched: HashMap<&str, i64> = HashMap::new();
-        let mut channels: BTreeSet<(&str, &str)> = BTreeSet::new();
-        for &i in &keep.windows {
-            let w = &batch.windows[i];
-            sqlx::query(
-                "INSERT INTO telemetry_windows (machine_id, channel, start_ms, end_ms, n, mean, m2, vmin, vmax, vlast, last_ts)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                 ON CONFLICT (machine_id, channel, start_ms) DO UPDATE SET
-                   end_ms = MAX(end_ms, excluded.end_ms),
-                   n = n + excluded.n,
-                   mean = (mean * n + excluded.mean * excluded.n) / (n + excluded.n),
-                   m2 = m2 + excluded.m2
-                        + (excluded.mean - mean) * (excluded.mean - mean) * n * excluded.n / (n + excluded.n),
-                   vmin = MIN(vmin, excluded.vmin),
-                   vmax = MAX(vmax, excluded.vmax),
-                   vlast = CASE WHEN excluded.last_ts >= last_ts THEN excluded.vlast ELSE vlast END,
-                   last_ts = MAX(last_ts, excluded.last_ts)",
-            )
-            .bind(w.machine.as_str())
-            .bind(w.channel.as_str())
-            .bind(w.start.0)
-            .bind(w.end.0)
-            .bind(w.count as i64)
-            .bind(w.mean)
-            .bind(w.m2())
-            .bind(w.min)
-            .bind(w.max)
-            .bind(w.last)
-            .bind(w.last_ts.0)
-            .execute(&mut *tx)
-            .await?;
-            let seen = touched.entry(w.machine.as_str()).or_insert(0);
-            *seen = (*seen).max(w.last_ts.0);
-            channels.insert((w.machine.as_str(), w.channel.as_str()));
-        }
-        for (machine, channel) in channels {
-            sqlx::query(
-                "INSERT OR IGNORE INTO machine_channels (machine_id, channel) VALUES (?, ?)",
-            )
-            .bind(machine)
-            .bind(channel)
-            .execute(&mut *tx)
-            .await?;
+            q.build().execute(&mut *tx).await?;
         }
         for &i in &keep.events {
             let e = &batch.events[i];
@@ -476,8 +500,7 @@ impl Store {
                 }
                 _ => {}
             }
-            let seen = touched.entry(e.machine.as_str()).or_insert(0);
-            *seen = (*seen).max(ev.ts.0);
+            plan.touch(e.machine.as_str(), ev.ts.0);
         }
         for &i in &keep.statuses {
             let s = &batch.statuses[i];
@@ -492,30 +515,38 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        for (machine, last_seen) in touched {
-            sqlx::query(
-                "UPDATE machines SET data_version = data_version + 1,
-                   last_seen_at = MAX(COALESCE(last_seen_at, 0), ?) WHERE id = ?",
-            )
-            .bind(last_seen)
-            .bind(machine)
-            .execute(&mut *tx)
-            .await?;
+        let touched: Vec<(&str, i64)> = plan.touched.iter().map(|(m, ts)| (*m, *ts)).collect();
+        for part in touched.chunks(WINDOWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::<Sqlite>::new("WITH seen (id, ts) AS (");
+            q.push_values(part, |mut b, (machine, last_seen)| {
+                b.push_bind(*machine).push_bind(*last_seen);
+            });
+            q.push(
+                ") UPDATE machines SET data_version = data_version + 1,
+                   last_seen_at = MAX(COALESCE(last_seen_at, 0), (SELECT ts FROM seen WHERE seen.id = machines.id))
+                 WHERE id IN (SELECT id FROM seen)",
+            );
+            q.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        Ok(StoredBatch {
-            duplicate: false,
-            windows: keep.windows.len() as u64,
-            events: keep.events.len() as u64,
-            statuses: keep.statuses.len() as u64,
-        })
+        Ok(plan.answer(keep))
     }
 
     // ---- reads for the API ---------------------------------------------------------
 
-    pub async fn list_machines(&self) -> Result<Vec<MachineSummary>> {
-        let sql = format!("{MACHINE_SUMMARY_SQL_BASE} ORDER BY m.id");
+    /// The machines `vis` may see: a technician's are those they have a work order on.
+    pub async fn list_machines(&self, vis: &Visibility) -> Result<Vec<MachineSummary>> {
+        let sql = format!(
+            "{MACHINE_SUMMARY_SQL_BASE}
+             WHERE (?1 IS NULL OR m.tenant_id = ?1) AND (?2 IS NULL OR m.customer_id = ?2)
+               AND (?3 IS NULL OR EXISTS (SELECT 1 FROM work_orders w
+                                          WHERE w.machine_id = m.id AND w.technician_id = ?3))
+             ORDER BY m.id"
+        );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&vis.tenant)
+            .bind(&vis.customer)
+            .bind(&vis.technician)
             .fetch_all(&self.pool)
             .await?;
         let worst = self.worst_components(None).await?;
@@ -621,7 +652,7 @@ impl Store {
         limit: usize,
     ) -> Result<TelemetryView> {
         let rows = sqlx::query(
-            "SELECT start_ms, end_ms, n, mean, m2, vmin, vmax, vlast FROM telemetry_windows
+            "SELECT start_ms, end_ms, n, mean, m2, vmin, vmax, vlast FROM telemetry_series
              WHERE machine_id = ? AND channel = ? AND start_ms >= ? AND start_ms < ?
              ORDER BY start_ms DESC LIMIT ?",
         )
@@ -663,16 +694,27 @@ impl Store {
         })
     }
 
-    pub async fn list_offers(&self, filter: &OfferFilter) -> Result<Vec<OfferView>> {
+    /// The offers matching `filter` that `vis` may see (a technician sees none).
+    pub async fn list_offers(
+        &self,
+        filter: &OfferFilter,
+        vis: &Visibility,
+    ) -> Result<Vec<OfferView>> {
+        if vis.technician.is_some() {
+            return Ok(vec![]);
+        }
         let rows = sqlx::query(
             "SELECT * FROM offers
              WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR machine_id = ?2)
                AND (?3 IS NULL OR customer_id = ?3)
+               AND (?4 IS NULL OR tenant_id = ?4) AND (?5 IS NULL OR customer_id = ?5)
              ORDER BY window_start, id",
         )
         .bind(&filter.status)
         .bind(&filter.machine)
         .bind(&filter.customer)
+        .bind(&vis.tenant)
+        .bind(&vis.customer)
         .fetch_all(&self.pool)
         .await?;
         let ids: Vec<String> = rows
@@ -780,10 +822,24 @@ impl Store {
         Ok(out)
     }
 
-    pub async fn list_sites(&self, now: UnixMs, lookahead_h: f64) -> Result<Vec<SiteView>> {
-        let rows = sqlx::query("SELECT * FROM sites ORDER BY id")
-            .fetch_all(&self.pool)
-            .await?;
+    /// The sites `vis` may see (a technician sees none through this list).
+    pub async fn list_sites(
+        &self,
+        now: UnixMs,
+        lookahead_h: f64,
+        vis: &Visibility,
+    ) -> Result<Vec<SiteView>> {
+        if vis.technician.is_some() {
+            return Ok(vec![]);
+        }
+        let rows = sqlx::query(
+            "SELECT * FROM sites WHERE (?1 IS NULL OR tenant_id = ?1)
+               AND (?2 IS NULL OR customer_id = ?2) ORDER BY id",
+        )
+        .bind(&vis.tenant)
+        .bind(&vis.customer)
+        .fetch_all(&self.pool)
+        .await?;
         let windows = self.all_weekly_windows().await?;
         let mut out = Vec::new();
         for r in rows {
@@ -912,7 +968,7 @@ impl Store {
         // `component.` .. `component/` is exactly the channels of this component ('/' follows '.').
         let rows = sqlx::query(
             "SELECT channel, (start_ms / ?1) * ?1 AS bucket, SUM(n * mean) / SUM(n) AS mean
-             FROM telemetry_windows
+             FROM telemetry_series
              WHERE machine_id = ?2 AND channel >= ?3 AND channel < ?4 AND start_ms >= ?5
              GROUP BY channel, bucket ORDER BY bucket, channel",
         )
@@ -964,6 +1020,31 @@ impl Store {
             .bind(serde_json::to_string(e).map_err(|e| StoreError::Corrupt(e.to_string()))?)
             .execute(&mut *tx)
             .await?;
+            if matches!(
+                e.status,
+                HealthStatus::Healthy | HealthStatus::Degrading | HealthStatus::Critical
+            ) {
+                // The day's sample of this life, for the model-quality report.
+                sqlx::query(
+                    "INSERT OR IGNORE INTO model_predictions (machine_id, component, installed_at, at,
+                       status, p10_h, p50_h, p90_h)
+                     SELECT ?1, ?2, c.installed_at, ?3, ?4, ?5, ?6, ?7 FROM components c
+                     WHERE c.machine_id = ?1 AND c.key = ?2 AND NOT EXISTS (
+                       SELECT 1 FROM model_predictions p
+                       WHERE p.machine_id = ?1 AND p.component = ?2
+                         AND p.installed_at = c.installed_at AND p.at > ?3 - ?8)",
+                )
+                .bind(machine)
+                .bind(component)
+                .bind(e.computed_at.0)
+                .bind(e.status.as_str())
+                .bind(e.rul_p10_h)
+                .bind(e.rul_p50_h)
+                .bind(e.rul_p90_h)
+                .bind(PREDICTION_SAMPLE_MS)
+                .execute(&mut *tx)
+                .await?;
+            }
         }
         tx.commit().await?;
         Ok(())
@@ -1491,4 +1572,225 @@ where
     T::Err: std::fmt::Display,
 {
     T::from_str(s).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// The INSERT of [`record_batch`].
+const RECORD_BATCH: &str =
+    "INSERT INTO ingested_batches (batch_id, gateway_id, received_at, windows, events)
+     VALUES (?, ?, ?, ?, ?) ON CONFLICT (batch_id) DO NOTHING RETURNING batch_id";
+
+/// Windows upserted per statement: 11 parameters each, well under SQLite's 32 766.
+const WINDOWS_PER_STATEMENT: usize = 400;
+
+/// The columns of `telemetry_windows`, in the order the upserts write and return them.
+pub(crate) const WINDOW_COLUMNS: &str =
+    "machine_id, channel, start_ms, end_ms, n, mean, m2, vmin, vmax, vlast, last_ts";
+
+/// Records `batch` in `ingested_batches` (id, gateway, when, how many windows and
+/// events) with `sql`, the backend's `INSERT ... ON CONFLICT (batch_id) DO NOTHING
+/// RETURNING batch_id`: true if it was not there, false if the batch was stored before.
+pub(crate) async fn record_batch<'c, DB, E>(
+    conn: E,
+    sql: &'static str,
+    batch: &IngestBatch,
+    keep: &BatchSelection,
+    now: UnixMs,
+) -> Result<bool>
+where
+    DB: sqlx::Database,
+    E: sqlx::Executor<'c, Database = DB>,
+    <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+    for<'a> &'a str: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    for<'a> i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    let inserted = sqlx::query(sql)
+        .bind(batch.batch_id.as_str())
+        .bind(batch.gateway.as_str())
+        .bind(now.0)
+        .bind(keep.windows.len() as i64)
+        .bind(keep.events.len() as i64)
+        .fetch_optional(conn)
+        .await?;
+    Ok(inserted.is_some())
+}
+
+/// What a fresh batch comes to before any statement runs, and what storing it
+/// gathers; both backends store a batch from it.
+pub(crate) struct IngestPlan<'a> {
+    /// The kept windows in batch order, cut into multi-row upserts of at most the
+    /// backend's statement size with no window key twice in one (one statement cannot
+    /// merge into a row it wrote itself): a key seen again starts the next statement,
+    /// so the second merges into what the first stored, as one statement per window
+    /// would.
+    pub(crate) statements: Vec<Vec<&'a WindowAggregate>>,
+    /// Every (machine, channel) the windows name, once each, sorted.
+    pub(crate) channels: Vec<(&'a str, &'a str)>,
+    /// Per machine the batch touches, the time its `last_seen_at` moves up to (at
+    /// least 0): the latest `last_ts` of its windows, then of its new events
+    /// ([`IngestPlan::touch`]).
+    pub(crate) touched: HashMap<&'a str, i64>,
+    /// When the caller wants them, each window as stored, in batch order, appended
+    /// by the upserts.
+    pub(crate) stored_windows: Option<Vec<WindowAggregate>>,
+}
+
+impl<'a> IngestPlan<'a> {
+    pub(crate) fn new(
+        batch: &'a IngestBatch,
+        keep: &BatchSelection,
+        per_statement: usize,
+        want_windows: bool,
+    ) -> Self {
+        let mut plan = Self {
+            statements: Vec::new(),
+            channels: Vec::new(),
+            touched: HashMap::new(),
+            stored_windows: want_windows.then(|| Vec::with_capacity(keep.windows.len())),
+        };
+        let mut channels: BTreeSet<(&str, &str)> = BTreeSet::new();
+        let mut chunk: Vec<&WindowAggregate> = Vec::new();
+        let mut keys: HashSet<(&str, &str, i64)> = HashSet::new();
+        for &i in &keep.windows {
+            let w = &batch.windows[i];
+            let key = (w.machine.as_str(), w.channel.as_str(), w.start.0);
+            if chunk.len() == per_statement || keys.contains(&key) {
+                plan.statements.push(std::mem::take(&mut chunk));
+                keys.clear();
+            }
+            keys.insert(key);
+            chunk.push(w);
+            plan.touch(w.machine.as_str(), w.last_ts.0);
+            channels.insert((w.machine.as_str(), w.channel.as_str()));
+        }
+        if !chunk.is_empty() {
+            plan.statements.push(chunk);
+        }
+        plan.channels = channels.into_iter().collect();
+        plan
+    }
+
+    /// Marks `machine` as touched by the batch, seen at `ts` or later.
+    pub(crate) fn touch(&mut self, machine: &'a str, ts: i64) {
+        let seen = self.touched.entry(machine).or_insert(0);
+        *seen = (*seen).max(ts);
+    }
+
+    /// The answer for the batch once stored.
+    pub(crate) fn answer(self, keep: &BatchSelection) -> StoredBatch {
+        StoredBatch {
+            duplicate: false,
+            windows: keep.windows.len() as u64,
+            events: keep.events.len() as u64,
+            statuses: keep.statuses.len() as u64,
+            stored_windows: self.stored_windows.unwrap_or_default(),
+        }
+    }
+}
+
+/// A `telemetry_windows` row as an upsert returns it ([`WINDOW_COLUMNS`]).
+#[derive(sqlx::FromRow)]
+pub(crate) struct WindowRow {
+    machine_id: String,
+    channel: String,
+    start_ms: i64,
+    end_ms: i64,
+    n: i64,
+    mean: f64,
+    m2: f64,
+    vmin: f64,
+    vmax: f64,
+    vlast: f64,
+    last_ts: i64,
+}
+
+/// Appends to `stored` each window of `chunk` as `rows` (what its upsert returned)
+/// say it now reads, in `chunk`'s order: a window the gateway sent in parts (a late
+/// sample after its group closed) is stored merged, and that is what goes on to the
+/// sinks. RETURNING's order is not guaranteed, so rows are matched to windows by key.
+pub(crate) fn push_stored_windows(
+    chunk: &[&WindowAggregate],
+    rows: Vec<WindowRow>,
+    stored: &mut Vec<WindowAggregate>,
+) -> Result<()> {
+    let mut by_key: HashMap<(String, String, i64), WindowRow> = rows
+        .into_iter()
+        .map(|row| {
+            (
+                (row.machine_id.clone(), row.channel.clone(), row.start_ms),
+                row,
+            )
+        })
+        .collect();
+    for w in chunk {
+        let key = (w.machine.to_string(), w.channel.to_string(), w.start.0);
+        let row = by_key.remove(&key).ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "no stored window for {}/{} at {}",
+                w.machine, w.channel, w.start.0
+            ))
+        })?;
+        stored.push(WindowAggregate {
+            end: UnixMs(row.end_ms),
+            count: row.n.max(0) as u64,
+            mean: row.mean,
+            min: row.vmin,
+            max: row.vmax,
+            std: if row.n > 1 {
+                (row.m2.max(0.0) / (row.n - 1) as f64).sqrt()
+            } else {
+                0.0
+            },
+            last: row.vlast,
+            last_ts: UnixMs(row.last_ts),
+            ..(*w).clone()
+        });
+    }
+    Ok(())
+}
+
+/// Upserts `chunk` (no two windows with the same key) in one statement, merging each
+/// into a window already stored under its key; with `stored`, appends what is stored
+/// for each, in `chunk`'s order.
+async fn upsert_windows(
+    tx: &mut Transaction<'static, Sqlite>,
+    chunk: &[&WindowAggregate],
+    stored: Option<&mut Vec<WindowAggregate>>,
+) -> Result<()> {
+    if chunk.is_empty() {
+        return Ok(());
+    }
+    let mut q =
+        QueryBuilder::<Sqlite>::new(format!("INSERT INTO telemetry_windows ({WINDOW_COLUMNS}) "));
+    q.push_values(chunk, |mut b, w| {
+        b.push_bind(w.machine.as_str())
+            .push_bind(w.channel.as_str())
+            .push_bind(w.start.0)
+            .push_bind(w.end.0)
+            .push_bind(w.count as i64)
+            .push_bind(w.mean)
+            .push_bind(w.m2())
+            .push_bind(w.min)
+            .push_bind(w.max)
+            .push_bind(w.last)
+            .push_bind(w.last_ts.0);
+    });
+    q.push(
+        " ON CONFLICT (machine_id, channel, start_ms) DO UPDATE SET
+           end_ms = MAX(end_ms, excluded.end_ms),
+           n = n + excluded.n,
+           mean = (mean * n + excluded.mean * excluded.n) / (n + excluded.n),
+           m2 = m2 + excluded.m2
+                + (excluded.mean - mean) * (excluded.mean - mean) * n * excluded.n / (n + excluded.n),
+           vmin = MIN(vmin, excluded.vmin),
+           vmax = MAX(vmax, excluded.vmax),
+           vlast = CASE WHEN excluded.last_ts >= last_ts THEN excluded.vlast ELSE vlast END,
+           last_ts = MAX(last_ts, excluded.last_ts)",
+    );
+    let Some(stored) = stored else {
+        q.build().execute(&mut **tx).await?;
+        return Ok(());
+    };
+    q.push(format!(" RETURNING {WINDOW_COLUMNS}"));
+    let rows: Vec<WindowRow> = q.build_query_as().fetch_all(&mut **tx).await?;
+    push_stored_windows(chunk, rows, stored)
 }

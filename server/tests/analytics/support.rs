@@ -22,6 +22,7 @@ use wearcast_protocol::{
 };
 use wearcast_server::analysis::{AnalysisSettings, run_cycle};
 use wearcast_server::analytics::AnalyticsConfig;
+use wearcast_server::auth::{Role, TokenRequest, bearer_client};
 use wearcast_server::config::{NotificationsConfig, ServiceConfig, WebhookConfig};
 use wearcast_server::notify::signature;
 use wearcast_server::planning::{PlanReport, plan_all};
@@ -261,6 +262,11 @@ impl TestServer {
         server.import_service(&technicians()).await.unwrap();
         let url = format!("http://{}", server.local_addr());
         let store = server.store().clone();
+        // The tests act as the manufacturer's admin unless they say otherwise.
+        let admin = store
+            .issue_token_now(&TokenRequest::new(Role::Admin))
+            .await
+            .unwrap();
         let token = CancellationToken::new();
         let run_token = token.clone();
         let task = tokio::spawn(async move {
@@ -276,7 +282,7 @@ impl TestServer {
             store,
             clock,
             config,
-            http: reqwest::Client::new(),
+            http: bearer_client(&admin.secret),
             received,
             _dir: dir,
             token,
@@ -305,6 +311,8 @@ impl TestServer {
         let req = match method {
             "GET" => self.http.get(&url),
             "POST" => self.http.post(&url),
+            "PUT" => self.http.put(&url),
+            "DELETE" => self.http.delete(&url),
             other => panic!("method {other}"),
         };
         let req = match body {

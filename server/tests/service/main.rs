@@ -7,6 +7,8 @@
 #![allow(clippy::unwrap_used)]
 
 mod dashboards;
+mod limits;
 mod notifications;
 mod support;
+mod tls;
 mod workflow;

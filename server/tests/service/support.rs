@@ -14,6 +14,7 @@ use wearcast_protocol::{
     BatchId, Channel, GatewayId, IngestBatch, MachineId, TenantId, UnixMs, WindowAggregate,
 };
 use wearcast_server::analysis::{AnalysisSettings, run_cycle};
+use wearcast_server::auth::{Role, TokenRequest, bearer_client};
 use wearcast_server::config::NotificationsConfig;
 use wearcast_server::planning::plan_all;
 use wearcast_server::store::Store;
@@ -188,9 +189,17 @@ pub fn service_organisation() -> ServiceOrganisation {
 
 impl TestServer {
     pub async fn start(notifications: NotificationsConfig) -> Self {
+        Self::start_with(notifications, |_| {}).await
+    }
+
+    /// [`TestServer::start`] with `tweak` applied to the server's configuration.
+    pub async fn start_with(
+        notifications: NotificationsConfig,
+        tweak: impl FnOnce(&mut ServerConfig),
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::new(START));
-        let config = ServerConfig {
+        let mut config = ServerConfig {
             http_listen: "127.0.0.1:0".into(),
             data_dir: dir.path().to_owned(),
             // The test drives the cycles itself.
@@ -201,6 +210,7 @@ impl TestServer {
             },
             ..ServerConfig::default()
         };
+        tweak(&mut config);
         let server = Server::start(
             config.clone(),
             ServerDeps {
@@ -213,6 +223,11 @@ impl TestServer {
         server.import(&manifest()).await.unwrap();
         let url = format!("http://{}", server.local_addr());
         let store = server.store().clone();
+        // The tests act as the manufacturer's admin unless they say otherwise.
+        let admin = store
+            .issue_token_now(&TokenRequest::new(Role::Admin))
+            .await
+            .unwrap();
         let token = CancellationToken::new();
         let run_token = token.clone();
         let task = tokio::spawn(async move {
@@ -223,7 +238,7 @@ impl TestServer {
             store,
             clock,
             config,
-            http: reqwest::Client::new(),
+            http: bearer_client(&admin.secret),
             _dir: dir,
             token,
             task: Some(task),

@@ -550,3 +550,106 @@ async fn two_planning_steps_at_once_propose_a_component_only_once() {
     assert_eq!(s.proposed("press-1").await.len(), 1);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_part_replaced_before_the_visit_cancels_the_work_order_and_frees_everything() {
+    // A webhook for cancellations only, to a receiver that is down: the notice waits
+    // in the outbox, where the test sees it.
+    let s = TestServer::start(NotificationsConfig {
+        webhooks: vec![wearcast_server::config::WebhookConfig {
+            url: "http://127.0.0.1:9/hooks".into(),
+            secret: "a-long-shared-secret-for-tests".into(),
+            events: vec!["work_order.cancelled".into()],
+        }],
+        ..NotificationsConfig::default()
+    })
+    .await;
+    let (status, body) = s
+        .send(
+            "PUT",
+            "/api/v1/parts/brg/stock",
+            Some(json!({"quantity": 2})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    s.feed_wear("press-1", "main_bearing.vibration_rms", 1.0, 8.0, 144.0)
+        .await;
+    s.cycle().await;
+    let offer = s.proposed("press-1").await[0].clone();
+    let id = offer["id"].as_str().unwrap();
+    let (status, body) = s
+        .send("POST", &format!("/api/v1/offers/{id}/accept"), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let wo = body["work_order"]["id"].as_str().unwrap().to_string();
+    assert_eq!(body["work_order"]["status"], "scheduled");
+    let reserved = |parts: &serde_json::Value| {
+        parts
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["id"] == "brg")
+            .map(|p| p["reserved"].as_i64().unwrap())
+            .unwrap()
+    };
+    assert_eq!(reserved(&s.get("/api/v1/parts").await), 1);
+
+    // A cycle with nothing replaced keeps the order.
+    s.cycle().await;
+    assert_eq!(
+        s.get(&format!("/api/v1/work-orders/{wo}")).await["status"],
+        "scheduled"
+    );
+    assert_eq!(s.store.outbox_pending().await.unwrap(), 0);
+
+    // The bearing breaks down and the plant replaces it before the visit.
+    s.clock.advance(6 * UnixMs::HOUR);
+    s.post_event("press-1", "failure", "main_bearing", START.plus_hours(2.0))
+        .await;
+    s.post_event(
+        "press-1",
+        "part_replaced",
+        "main_bearing",
+        START.plus_hours(5.0),
+    )
+    .await;
+    s.cycle().await;
+
+    let order = s.get(&format!("/api/v1/work-orders/{wo}")).await;
+    assert_eq!(order["status"], "cancelled", "{order:#}");
+    assert!(
+        order["notes"].as_str().unwrap().contains("main_bearing"),
+        "{order:#}"
+    );
+    let offer = s.get(&format!("/api/v1/offers/{id}")).await;
+    assert_eq!(offer["status"], "cancelled", "{offer:#}");
+    assert_eq!(reserved(&s.get("/api/v1/parts").await), 0, "part released");
+    // Ana's booking is gone from her calendar, and the visit cannot be completed.
+    let ics = s
+        .http
+        .get(format!("{}/api/v1/technicians/ana/schedule.ics", s.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!ics.contains(&wo), "{ics}");
+    let (status, _) = s
+        .send(
+            "POST",
+            &format!("/api/v1/work-orders/{wo}/complete"),
+            Some(json!({"components": [{"component": "main_bearing", "as_found": "good"}]})),
+        )
+        .await;
+    assert_eq!(status, 409);
+    assert_eq!(
+        s.store.outbox_pending().await.unwrap(),
+        1,
+        "one work_order.cancelled notice"
+    );
+    // Cancelled once: another cycle changes nothing.
+    s.cycle().await;
+    assert_eq!(s.store.outbox_pending().await.unwrap(), 1);
+    s.stop().await;
+}
