@@ -97,8 +97,11 @@ async fn with_tls_the_embedded_broker_refuses_plaintext_and_a_gateway_reads_over
         cert_file.display().to_string(),
         key_file.display().to_string(),
     );
+    // The demo clock runs at 1 here: the gateway of its own keeps the system clock, and
+    // at the demo's usual 1800x every live sample (and the probe below, stamped with
+    // the platform's `now`) would be minutes to hours in its future and rejected.
     let p = Platform::up(
-        &["--demo", "--demo-seed", "6"],
+        &["--demo", "--demo-seed", "6", "--demo-speed", "1"],
         &[
             ("WEARCAST_BROKER__TLS__CERT_FILE", &cert_path),
             ("WEARCAST_BROKER__TLS__KEY_FILE", &key_path),
@@ -155,6 +158,19 @@ async fn with_tls_the_embedded_broker_refuses_plaintext_and_a_gateway_reads_over
         "the TLS gateway did not take the reading:\n{}",
         gateway.log_tail()
     );
+    // The probe itself reached the server, forwarded by the TLS gateway: its windows
+    // are a second long, while the in-process gateway holds the probe in an hour-long
+    // demo window.
+    let probe = format!(
+        "/api/v1/machines/{}/telemetry?channel=probe.tls_c",
+        machine["id"].as_str().unwrap()
+    );
+    let stored = eventually("the TLS probe stored", Duration::from_secs(30), || async {
+        let (status, body) = p.get_status(&probe).await;
+        (status == 200).then(|| serde_json::from_str::<serde_json::Value>(&body).unwrap())
+    })
+    .await;
+    assert_eq!(stored["windows"][0]["mean"], 3.5, "{stored}");
     gateway.stop().await;
 }
 
@@ -194,8 +210,9 @@ async fn with_tls_up_serves_https_only_and_its_own_gateway_still_delivers() {
         cert_file.display().to_string(),
         key_file.display().to_string(),
     );
+    // At demo speed 1, as above: the gateway of its own runs on the system clock.
     let p = Platform::up(
-        &["--demo", "--demo-seed", "8"],
+        &["--demo", "--demo-seed", "8", "--demo-speed", "1"],
         &[
             ("WEARCAST_SERVER__TLS__CERT_FILE", &cert_path),
             ("WEARCAST_SERVER__TLS__KEY_FILE", &key_path),
