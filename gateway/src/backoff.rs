@@ -20,9 +20,10 @@ impl Backoff {
         }
     }
 
-    /// The forwarder's schedule: 0.5 s, 1 s, 2 s, … capped at 5 min.
-    pub const fn forward() -> Self {
-        Self::new(Duration::from_millis(500), Duration::from_secs(300))
+    /// The forwarder's schedule: 0.5 s, 1 s, 2 s, … capped at `max` (the gateway's
+    /// `forward_max_backoff`, 5 min by default).
+    pub const fn forward(max: Duration) -> Self {
+        Self::new(Duration::from_millis(500), max)
     }
 
     /// The broker reconnect schedule: 1 s, 2 s, … capped at 30 s.
@@ -58,7 +59,7 @@ mod tests {
 
     #[test]
     fn the_forward_backoff_doubles_from_half_a_second_and_caps_at_five_minutes() {
-        let mut b = Backoff::forward();
+        let mut b = Backoff::forward(crate::config::MAX_FORWARD_BACKOFF);
         let delays: Vec<f64> = (0..12).map(|_| b.next_delay().as_secs_f64()).collect();
         assert_eq!(
             delays,

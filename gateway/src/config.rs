@@ -84,6 +84,10 @@ pub struct GatewayConfig {
     /// Real-time limit of one HTTP request to the server.
     #[serde(with = "humantime_serde")]
     pub forward_timeout: Duration,
+    /// Longest wait between two tries to reach a server that is down: the wait doubles
+    /// from half a second up to this (at most 5 min, the default).
+    #[serde(with = "humantime_serde")]
+    pub forward_max_backoff: Duration,
     /// Holds the durable spool (`spool/`), `dead-letter.jsonl` and `rejected.jsonl`. One
     /// gateway per directory: a second one refuses to start.
     pub data_dir: PathBuf,
@@ -167,6 +171,7 @@ impl Default for GatewayConfig {
             flush_interval: Duration::from_millis(500),
             registry_refresh: Duration::from_secs(60),
             forward_timeout: Duration::from_secs(10),
+            forward_max_backoff: MAX_FORWARD_BACKOFF,
             data_dir: PathBuf::from("wearcast-data/gateway"),
             spool_max_bytes: 1 << 30,
             spool_segment_bytes: 16 << 20,
@@ -208,9 +213,13 @@ pub(crate) struct Settings {
     pub flush_interval: Duration,
     pub registry_refresh: Duration,
     pub forward_timeout: Duration,
+    pub forward_max_backoff: Duration,
     pub data_dir: PathBuf,
     pub spool: SpoolSettings,
 }
+
+/// The longest `forward_max_backoff`: a recovered server is used again within 5 min.
+pub const MAX_FORWARD_BACKOFF: Duration = Duration::from_secs(300);
 
 /// Smallest spool segment: below this, file overhead dominates.
 const MIN_SEGMENT_BYTES: u64 = 4096;
@@ -473,6 +482,12 @@ impl GatewayConfig {
             flush_interval: positive("flush_interval", self.flush_interval)?,
             registry_refresh: positive("registry_refresh", self.registry_refresh)?,
             forward_timeout: positive("forward_timeout", self.forward_timeout)?,
+            forward_max_backoff: match positive("forward_max_backoff", self.forward_max_backoff)? {
+                d if d > MAX_FORWARD_BACKOFF => {
+                    return Err(invalid("forward_max_backoff", "must be at most 5m"));
+                }
+                d => d,
+            },
             data_dir: self.data_dir.clone(),
             spool,
         })
@@ -703,6 +718,34 @@ mod tests {
         };
         let err = config.settings().unwrap_err().to_string();
         assert!(err.contains("gateway_id"), "{err}");
+    }
+
+    #[test]
+    fn the_forward_backoff_cap_is_at_most_five_minutes() {
+        assert_eq!(
+            GatewayConfig::default()
+                .settings()
+                .unwrap()
+                .forward_max_backoff,
+            Duration::from_secs(300)
+        );
+        for (cap, ok) in [
+            (Duration::from_secs(2), true),
+            (Duration::ZERO, false),
+            (Duration::from_secs(301), false),
+        ] {
+            let config = GatewayConfig {
+                forward_max_backoff: cap,
+                ..GatewayConfig::default()
+            };
+            match config.settings() {
+                Ok(s) => assert!(ok && s.forward_max_backoff == cap, "{cap:?} was taken"),
+                Err(e) => assert!(
+                    !ok && e.to_string().contains("forward_max_backoff"),
+                    "{cap:?}: {e}"
+                ),
+            }
+        }
     }
 
     #[test]

@@ -105,6 +105,8 @@ pub struct Forwarder {
     totals: Arc<Totals>,
     /// Woken when a batch is done, so its confirmation gets logged.
     confirmed: Arc<Notify>,
+    /// Cap of the retry backoff while the server is unavailable.
+    max_backoff: Duration,
 }
 
 fn excerpt(body: &[u8]) -> String {
@@ -150,7 +152,14 @@ impl Forwarder {
             clock,
             totals,
             confirmed,
+            max_backoff: crate::config::MAX_FORWARD_BACKOFF,
         }
+    }
+
+    /// Caps the retry backoff at `max` instead of 5 min (`forward_max_backoff`).
+    pub fn with_max_backoff(mut self, max: Duration) -> Self {
+        self.max_backoff = max;
+        self
     }
 
     /// Tries to deliver the oldest durable batch once.
@@ -383,7 +392,7 @@ impl Forwarder {
         idle_poll: Duration,
         shutdown: &CancellationToken,
     ) {
-        let mut backoff = Backoff::forward();
+        let mut backoff = Backoff::forward(self.max_backoff);
         while !shutdown.is_cancelled() {
             let pause = match self.forward_once(outbox).await {
                 ForwardStep::Delivered { .. }
@@ -411,7 +420,7 @@ impl Forwarder {
     /// At shutdown: sends what the spool holds until it is empty or `deadline` passes,
     /// and returns how many batches are left (they stay in the spool for the next start).
     pub async fn drain(&mut self, outbox: &SharedOutbox, deadline: Instant) -> usize {
-        let mut backoff = Backoff::forward();
+        let mut backoff = Backoff::forward(self.max_backoff);
         while Instant::now() < deadline {
             // A batch cut off by the deadline stays in flight in the outbox; the spool
             // keeps it, which is all that matters at shutdown.

@@ -423,7 +423,8 @@ async fn session(ctx: &mut RunContext, shutdown: &CancellationToken) -> Result<(
         ctx.clock.clone(),
         ctx.totals.clone(),
         confirmed,
-    );
+    )
+    .with_max_backoff(settings.forward_max_backoff);
     let forward_task = {
         let (outbox, wake, stop) = (outbox.clone(), forwarder_wake.clone(), stop.clone());
         let idle_poll = settings.flush_interval;

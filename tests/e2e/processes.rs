@@ -499,6 +499,7 @@ impl GatewaySettings {
              lateness = \"0s\"\n\
              flush_interval = \"50ms\"\n\
              forward_timeout = \"5s\"\n\
+             forward_max_backoff = \"2s\"\n\
              registry_refresh = \"5s\"\n\
              server_token_file = {:?}\n",
             self.mqtt_url,
