@@ -132,7 +132,7 @@ async fn the_embedded_broker_lets_each_device_speak_only_for_itself() {
         &reading("probe.forged_c", 666.0),
     );
     let snoop = subscribe(port, a, &password, "#", 2);
-    let heard = String::from_utf8(snoop.wait_with_output().unwrap().stdout).unwrap();
+    let heard = snoop.heard();
     assert_eq!(heard, "", "a device subscribed to # heard: {heard}");
     let after = eventually("the refusals counted", Duration::from_secs(10), || async {
         let m = p.metrics().await;

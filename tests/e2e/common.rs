@@ -149,6 +149,18 @@ impl Platform {
 
     /// POSTs `body` (JSON text, or empty) and expects a success.
     pub async fn post(&self, path: &str, body: &str) -> Value {
+        let (status, text) = self.post_status(path, body).await;
+        assert!(
+            (200..300).contains(&status),
+            "POST {}{path}: {status}: {text}",
+            self.http
+        );
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("POST {}{path}: not JSON ({e}): {text}", self.http))
+    }
+
+    /// `POST path` as the admin; the status and the body, whatever the status.
+    pub async fn post_status(&self, path: &str, body: &str) -> (u16, String) {
         let url = format!("{}{path}", self.http);
         let resp = self
             .client()
@@ -158,10 +170,8 @@ impl Platform {
             .send()
             .await
             .unwrap_or_else(|e| panic!("POST {url}: {e}"));
-        let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
-        assert!(status.is_success(), "POST {url}: {status}: {text}");
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("POST {url}: not JSON ({e}): {text}"))
+        let status = resp.status().as_u16();
+        (status, resp.text().await.unwrap_or_default())
     }
 
     pub async fn get_status(&self, path: &str) -> (u16, String) {

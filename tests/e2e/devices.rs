@@ -5,8 +5,10 @@
 //! `wearcast gateway` signs in as that user and brings a device's telemetry to the
 //! server, while a forged message never arrives.
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::common::BIN;
@@ -47,16 +49,65 @@ pub(crate) fn publish(port: u16, user: &str, password: &str, topic: &str, messag
         .success()
 }
 
-/// A `mosquitto_sub` as `user` on `filter`, printing `topic payload` lines, for `secs`.
+/// A `mosquitto_sub` as `user` on `filter` for `secs`, in debug mode, so that the test
+/// can wait for the broker's SUBACK before it publishes anything the subscriber must hear.
+pub(crate) struct Subscriber {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl Subscriber {
+    /// Whether the broker acknowledged the subscription within `timeout`.
+    pub(crate) async fn wait_subscribed(&self, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains("received SUBACK"))
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    /// Waits for the subscriber to end; the messages it heard, as `topic payload`
+    /// lines (the debug lines left out).
+    pub(crate) fn heard(mut self) -> String {
+        self.child.wait().unwrap();
+        self.reader.join().unwrap();
+        let lines = self.lines.lock().unwrap();
+        lines
+            .iter()
+            .filter(|l| !l.starts_with("Client ") && !l.starts_with("Subscribed (mid"))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    }
+}
+
 pub(crate) fn subscribe(
     port: u16,
     user: &str,
     password: &str,
     filter: &str,
     secs: u32,
-) -> std::process::Child {
-    Command::new("mosquitto_sub")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-v", "-q", "1"])
+) -> Subscriber {
+    let mut child = Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-v",
+            "-d",
+            "-q",
+            "1",
+        ])
         .args([
             "-u",
             user,
@@ -70,7 +121,22 @@ pub(crate) fn subscribe(
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let reader = {
+        let lines = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        })
+    };
+    Subscriber {
+        child,
+        lines,
+        reader,
+    }
 }
 
 #[tokio::test]
@@ -134,9 +200,14 @@ async fn each_device_speaks_only_for_itself_on_a_mosquitto_with_the_exported_acl
     ));
     let port = broker.port;
 
-    let gateway = subscribe(port, "gw-1", &gw, "wearcast/v1/#", 4);
-    let snoop = subscribe(port, "m-2", &pw2, "#", 4);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let gateway = subscribe(port, "gw-1", &gw, "wearcast/v1/#", 8);
+    let snoop = subscribe(port, "m-2", &pw2, "#", 8);
+    for (who, s) in [("the gateway user", &gateway), ("m-2", &snoop)] {
+        assert!(
+            s.wait_subscribed(Duration::from_secs(6)).await,
+            "no SUBACK for {who}"
+        );
+    }
     assert!(publish(
         port,
         "m-1",
@@ -175,8 +246,8 @@ async fn each_device_speaks_only_for_itself_on_a_mosquitto_with_the_exported_acl
         "gateway-forged"
     ));
 
-    let heard = String::from_utf8(gateway.wait_with_output().unwrap().stdout).unwrap();
-    let snooped = String::from_utf8(snoop.wait_with_output().unwrap().stdout).unwrap();
+    let heard = gateway.heard();
+    let snooped = snoop.heard();
     assert_eq!(
         heard.trim(),
         "wearcast/v1/acme/m-1/telemetry own",

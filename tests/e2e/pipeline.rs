@@ -187,7 +187,7 @@ async fn published_telemetry_becomes_windows_then_health_then_an_offer() {
     ) {}
 
     // Stored windows: the gateway's 60 s windows hold one 5-minute sample each.
-    let windows = eventually("stored windows", Duration::from_secs(30), || async {
+    let windows = eventually("stored windows", Duration::from_secs(120), || async {
         let (status, body) = p
             .get_status("/api/v1/machines/press-7/telemetry?channel=main_bearing.vibration_rms&limit=100000")
             .await;
@@ -212,7 +212,7 @@ async fn published_telemetry_becomes_windows_then_health_then_an_offer() {
     // An estimate made from the whole trajectory (an earlier one may have seen only part).
     let machine = eventually(
         "an estimate of all the data",
-        Duration::from_secs(30),
+        Duration::from_secs(120),
         || async {
             let m = p.get("/api/v1/machines/press-7").await;
             let status = m["components"][0]["status"]
@@ -236,7 +236,7 @@ async fn published_telemetry_becomes_windows_then_health_then_an_offer() {
     assert_eq!(machine["health"]["component"], "main_bearing");
 
     // An offer in one of the site's daily 02:00–06:00 UTC windows, before the P50.
-    let offer = eventually("an offer", Duration::from_secs(30), || async {
+    let offer = eventually("an offer", Duration::from_secs(120), || async {
         let offers = p.get("/api/v1/offers?machine=press-7").await;
         offers.as_array()?.first().cloned()
     })
