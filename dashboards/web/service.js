@@ -87,8 +87,18 @@
     </article>`;
   }
 
+  /** Whether the planned stop the visit is booked in has not begun on the platform clock. */
+  function notDueYet(wo) {
+    const begins = toMs(wo.window_start);
+    return begins !== null && begins > W.platformNow();
+  }
+
   function formNode(wo) {
-    const key = `${wo.id}:${wo.status}:${wo.technician ?? ''}`;
+    // A visit that has not begun asks the technician to confirm the work was done early
+    // (the API refuses it otherwise: most often it is the wrong card). The form is
+    // rebuilt once when the visit begins.
+    const early = wo.status === 'scheduled' && notDueYet(wo);
+    const key = `${wo.id}:${wo.status}:${wo.technician ?? ''}:${early}`;
     let node = formNodes.get(key);
     if (node) return node;
     const id = esc(wo.id);
@@ -112,6 +122,9 @@
           ${fields}
           <label for="notes-${id}">Notes on the visit</label>
           <textarea id="notes-${id}" name="notes" rows="2" maxlength="2000"></textarea>
+          ${early ? `<p class="early-note"><input id="early-${id}" name="early" type="checkbox" value="yes" required>
+            <label for="early-${id}">Done before the planned stop it is booked in
+              (${esc(W.formatWindow(wo.window_start, wo.window_end, wo.timezone))})</label></p>` : ''}
           <button type="submit" class="btn btn-primary">Complete work order</button>
         </form>
       </details>`;
@@ -276,7 +289,11 @@
         });
       }
       act(`Completing ${complete}`, async () => {
-        await W.postJson(`/work-orders/${encodeURIComponent(complete)}/complete`, { components, notes: String(data.get('notes') ?? '').trim() });
+        await W.postJson(`/work-orders/${encodeURIComponent(complete)}/complete`, {
+          components,
+          notes: String(data.get('notes') ?? '').trim(),
+          early: data.get('early') === 'yes',
+        });
         return `Work order ${complete} completed; the parts' as-found condition feeds the wear models.`;
       });
     } else {

@@ -6,13 +6,18 @@
 // time.
 //
 //   node tests/browser/dashboards.test.mjs
+//   RENDER_BENCH=1 BROWSER_TEST_BIN=target/release/wearcast node tests/browser/dashboards.test.mjs
+//
+// The second form is the render benchmark that scripts/bench runs: only the render
+// times, from 7 loads of each view, against the static /signin page loaded as often in
+// the same run, and a failure when a view's median is over RENDER_BUDGET_MS (default
+// 1000). The test itself reports the times and never fails on them: a loaded machine
+// is not a slow dashboard.
 //
 // BROWSER_TEST_BIN: the binary (default target/debug/wearcast); CHROMIUM: the browser
 // (default /usr/bin/chromium); SCREENSHOTS: where to save them (default
-// tests/browser/screenshots, gitignored); RENDER_BUDGET_MS: the most a view may take
-// to render, as the fastest of three loads (default 1000; the median may take three
-// times it). Without Chromium or playwright-core the test is skipped
-// with a message, except under CI=true, where that is a failure.
+// tests/browser/screenshots, gitignored). Without Chromium or playwright-core the test
+// is skipped with a message, except under CI=true, where that is a failure.
 
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -27,7 +32,9 @@ const BIN = process.env.BROWSER_TEST_BIN ?? join(root, 'target/debug/wearcast');
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const SHOTS = process.env.SCREENSHOTS ?? join(here, 'screenshots');
 const BUDGET_MS = Number(process.env.RENDER_BUDGET_MS ?? 1000);
-const RUNS = 3;
+// RENDER_BENCH=1 (scripts/bench): only the render times, more loads, with a reference.
+const BENCH = process.env.RENDER_BENCH === '1';
+const RUNS = BENCH ? 7 : 3;
 const IN_CI = process.env.CI === 'true';
 const DESKTOP = { width: 1280, height: 900 };
 const TABLET = { width: 820, height: 1180 };
@@ -135,6 +142,7 @@ const platform = startPlatform();
 let browser;
 const problems = [];
 const renderTimes = {};
+let reference = null;
 
 /** A page that records every console error, page error, failed request and HTTP error. */
 async function watchedPage(context, name) {
@@ -237,10 +245,8 @@ try {
   await plant.close();
 
   // Render times: navigation start to the view's main content, each view loaded RUNS
-  // times in a fresh tab. Other work on the machine (the demo itself, builds) only ever
-  // adds time, so the fastest load is the view's own cost and must be within the budget;
-  // the median (reported with it) must be within three budgets, which noise does not
-  // reach but a real regression does. A first load warms the browser (a renderer
+  // times in a fresh tab; fastest, median and slowest are reported (and judged against
+  // the budget only under RENDER_BENCH). A first load warms the browser (a renderer
   // process, the assets' compilation) and is not counted.
   const customerQuery = `?customer=${encodeURIComponent(offer.customer)}`;
   const views = [
@@ -263,162 +269,38 @@ try {
     renderTimes[name] = { median: runs[Math.floor(runs.length / 2)], min: runs[0], max: runs[runs.length - 1] };
   }
 
-  // ---- operator: fleet, machine chart, offers
-  const op = await watchedPage(desktop, '/operator');
-  await openView(op, base, `/operator${customerQuery}`, '#machines-table table');
-  await op.waitForSelector('#offers-list [data-accept]');
-  await op.screenshot({ path: join(SHOTS, 'operator.png'), fullPage: true });
-
-  await op.close();
-
-  offer = await currentOffer(30000, offer.customer);
-  const component = offer.components[0].component;
-  const machinePage = await watchedPage(desktop, '/operator#machine');
-  await openView(
-    machinePage,
-    base,
-    `/operator?customer=${encodeURIComponent(offer.customer)}#machine=${encodeURIComponent(offer.machine)}`,
-    '#detail-chart svg .c-hist',
-  );
-  await machinePage.click(`[data-component="${component}"]`);
-  const chart = machinePage.locator('#detail-chart svg');
-  await machinePage.waitForSelector('#detail-chart svg .c-win-offer');
-  const layers = {};
-  for (const cls of ['c-hist', 'c-trend', 'c-threshold', 'c-rul', 'c-p50', 'c-win-stop', 'c-win-offer', 'c-now']) {
-    layers[cls] = await chart.locator(`.${cls}`).count();
+  if (BENCH) {
+    // The reference: the static sign-in page from the same server, in the same browser
+    // and run, so that the ratios say what each view costs beyond a page load.
+    const runs = [];
+    for (let i = 0; i < RUNS; i++) {
+      const page = await watchedPage(desktop, 'reference');
+      runs.push(await openView(page, base, '/signin', '#signin-form'));
+      await page.close();
+    }
+    runs.sort((a, b) => a - b);
+    reference = { median: runs[Math.floor(runs.length / 2)], min: runs[0], max: runs[runs.length - 1] };
+  } else {
+    await workflow({ base, desktop, offer, customerQuery, currentOffer });
   }
-  const health = await api(base, `/api/v1/machines/${encodeURIComponent(offer.machine)}/health-history`);
-  const comp = health.components.find((c) => c.component === component);
-  log(`chart of ${offer.machine}/${component}: ${JSON.stringify(layers)}; basis ${comp.basis}`);
-  for (const cls of ['c-hist', 'c-threshold', 'c-rul', 'c-win-stop', 'c-win-offer']) {
-    check(layers[cls] > 0, `the machine chart has no ${cls}`);
-  }
-  if (comp.trend.length) check(layers['c-trend'] > 0, 'the machine chart does not draw the fitted trend');
-  const axisTitle = await chart.locator('.c-axis-title').first().textContent();
-  check(/site time/.test(axisTitle), `the time axis does not name the site's time zone: ${axisTitle}`);
-  check((await machinePage.locator('#detail-chart .legend li').count()) >= 6, 'the machine chart has no legend');
-  await machinePage.locator('#machine-detail').screenshot({ path: join(SHOTS, 'operator-machine.png') });
-
-  // Accept an offer. The demo's clock runs 1800× fast, so the planner may supersede the
-  // offer between the page's refresh and the click; the page then says so, and the test
-  // takes the next one.
-  let result = '';
-  let lastAcceptLog = '';
-  for (let attempt = 0; attempt < 4 && !result.startsWith('Accepted'); attempt++) {
-    const button = machinePage.locator('#offers-list [data-accept]').first();
-    await button.waitFor({ timeout: 15000 });
-    const id = await button.getAttribute('data-accept');
-    await machinePage.evaluate(() => { document.getElementById('offer-result').textContent = ''; });
-    await button.click();
-    await machinePage.waitForFunction(() => /^Accepted|failed/.test(document.getElementById('offer-result')?.textContent ?? ''), null, { timeout: 15000 });
-    result = await machinePage.locator('#offer-result').textContent();
-    lastAcceptLog = `accept ${id}: ${result}`;
-    log(lastAcceptLog);
-  }
-  check(result.startsWith('Accepted'), `accepting failed: ${result}`);
-  const wo = /work order (\S+)/.exec(result)?.[1];
-  check(wo, `no work order named in: ${result}`);
-  // The page refreshes after the accept: the accepted offer leaves the list.
-  const acceptedId = /accept (\S+):/.exec(lastAcceptLog)?.[1];
-  if (acceptedId) await machinePage.waitForSelector(`[data-offer="${acceptedId}"]`, { state: 'detached' });
-
-  // Decline another offer with a reason, after opening the list of stops it could move
-  // to (the same 409 race as above is retried).
-  let declined = '';
-  for (let attempt = 0; attempt < 3 && !/declined/.test(declined); attempt++) {
-    const first = machinePage.locator('#offers-list details.offer-more').first();
-    if ((await first.count()) === 0) break;
-    // Pinned by id: the list re-renders (and reorders) as offers come and go.
-    const id = await first.getAttribute('data-more');
-    const more = machinePage.locator(`details[data-more="${id}"]`);
-    await more.locator('summary').click();
-    await machinePage.waitForFunction((oid) => {
-      const select = document.getElementById(`pick-${oid}`);
-      return select && select.options.length > 0 && !/^Loading/.test(select.options[0].text);
-    }, id);
-    const stops = await more.locator('select option').count();
-    await more.locator('input[name="reason"]').fill('Browser test: our own staff replace it');
-    await machinePage.evaluate(() => { document.getElementById('offer-result').textContent = ''; });
-    await more.locator('form[data-decline-form] button[type="submit"]').click();
-    await machinePage.waitForFunction(() => /declined|failed/.test(document.getElementById('offer-result')?.textContent ?? ''), null, { timeout: 15000 });
-    declined = await machinePage.locator('#offer-result').textContent();
-    log(`decline ${id} (${stops} other stops listed): ${declined}`);
-  }
-  if (!declined) log('no second offer for this customer: decline not exercised');
-  else check(/declined/.test(declined), `declining failed: ${declined}`);
-  await machinePage.close();
-
-  // ---- service: the work order appears; complete it
-  const sv = await watchedPage(desktop, '/service');
-  await openView(sv, base, '/service', '#schedule-list .tech, #schedule-list .empty');
-  await sv.waitForSelector(`[data-work-order="${wo}"]`, { timeout: 15000 });
-  const card = sv.locator(`[data-work-order="${wo}"]`);
-  check(/Parts to bring/.test(await card.textContent()), 'the work order does not say which parts to bring');
-  await sv.screenshot({ path: join(SHOTS, 'service.png'), fullPage: true });
-  await card.locator('summary').click();
-  await card.locator('select[name="as_found-0"]').selectOption('worn');
-  await card.locator('textarea[name="notes"]').fill('Replaced during the browser test');
-  await card.locator('button[type="submit"]').click();
-  await sv.waitForFunction((id) => (document.getElementById('wo-result')?.textContent ?? '').includes(`${id} completed`), wo, { timeout: 15000 });
-  await card.waitFor({ state: 'detached', timeout: 15000 });
-  await sv.selectOption('#status-select', 'completed');
-  await sv.waitForSelector(`[data-work-order="${wo}"]`);
-  await sv.click(`[data-work-order="${wo}"] [data-history]`);
-  await sv.waitForSelector('#history-body table, #history-body .empty');
-  await sv.waitForFunction(() => /Replaced during the browser test/.test(document.getElementById('history-body')?.textContent ?? ''));
-  await sv.screenshot({ path: join(SHOTS, 'service-history.png'), fullPage: true });
-  await sv.close();
-
-  // ---- manufacturer
-  const mf = await watchedPage(desktop, '/manufacturer');
-  await openView(mf, base, '/manufacturer', '#accounts-table table');
-  await mf.waitForSelector('#kpi-tiles .stats');
-  check((await mf.locator('#chart-offers svg .c-bar').count()) === 4, 'no offers chart');
-  await mf.waitForSelector('#quality-tiles .stats');
-  check((await mf.locator('#chart-calibration svg .c-bar').count()) === 3, 'no model-quality chart');
-  check((await mf.locator('#quality-table tbody tr').count()) >= 3, 'no model-quality table by status');
-  await mf.screenshot({ path: join(SHOTS, 'manufacturer.png'), fullPage: true });
-  // Drill down to one customer: the KPIs are asked for that customer and say so.
-  const choices = await mf.locator('#kpi-customer option').evaluateAll((os) => os.map((o) => o.value).filter(Boolean));
-  check(choices.length >= 2, `customer drill-down lists ${choices.length} customers`);
-  const drilled = mf.waitForRequest((r) => r.url().includes('/api/v1/kpis?') && r.url().includes(`customer=${choices[0]}`));
-  await mf.selectOption('#kpi-customer', choices[0]);
-  await drilled;
-  await mf.waitForFunction((c) => (document.getElementById('kpis-note')?.textContent ?? '').includes(`(${c})`), choices[0]);
-  check(new URL(mf.url()).searchParams.get('customer') === choices[0], 'the drill-down is not in the address');
-  await mf.close();
-  await desktop.close();
-
-  // ---- tablet width: no view scrolls sideways
-  const tablet = await browser.newContext({ viewport: TABLET, timezoneId: 'UTC', locale: 'en-GB', hasTouch: true });
-  await signIn(tablet, base, adminToken, '/manufacturer');
-  for (const [path, ready] of [
-    [`/operator?customer=${encodeURIComponent(offer.customer)}#machine=${encodeURIComponent(offer.machine)}`, '#detail-chart svg .c-hist'],
-    ['/service?status=all', '#schedule-list .tech'],
-    ['/manufacturer', '#accounts-table table'],
-  ]) {
-    const name = path.split('?')[0];
-    const page = await watchedPage(tablet, `${name} (tablet)`);
-    await openView(page, base, path, ready);
-    await noHorizontalScroll(page, name);
-    await page.screenshot({ path: join(SHOTS, `tablet${name.replace('/', '-')}.png`), fullPage: true });
-    await page.close();
-  }
-  await tablet.close();
 
   check(problems.length === 0, `the pages reported problems:\n  ${problems.join('\n  ')}`);
-  const slow = Object.entries(renderTimes).filter(([, t]) => t.min > BUDGET_MS || t.median > 3 * BUDGET_MS);
   const report = Object.entries(renderTimes)
-    .map(([v, t]) => `${v} ${t.min} ms (median ${t.median}, max ${t.max})`)
+    .map(([v, t]) => `${v} ${t.min} ms (median ${t.median}, max ${t.max}${reference ? `; ${(t.median / reference.median).toFixed(1)}x the reference` : ''})`)
     .join(', ');
   log(`render times, fastest of ${RUNS} loads, navigation start to content: ${report}`);
-  writeFileSync(join(SHOTS, 'render-times.json'), JSON.stringify(renderTimes, null, 2));
-  check(
-    slow.length === 0,
-    `views over the ${BUDGET_MS} ms budget (fastest load) or three times it (median): ${slow
-      .map(([v, t]) => `${v} ${t.min}/${t.median} ms`)
-      .join(', ')}`,
-  );
+  writeFileSync(join(SHOTS, 'render-times.json'), JSON.stringify({ views: renderTimes, reference }, null, 2));
+  if (BENCH) {
+    // The budget is a benchmark's verdict, not the test's: scripts/bench runs this with
+    // RENDER_BENCH=1 on the release build, the test only reports the times.
+    log(`reference: the static /signin page, ${reference.min} ms (median ${reference.median}, max ${reference.max})`);
+    const slow = Object.entries(renderTimes).filter(([, t]) => t.median > BUDGET_MS);
+    check(
+      slow.length === 0,
+      `views over the ${BUDGET_MS} ms budget (median of ${RUNS} loads): ${slow.map(([v, t]) => `${v} ${t.median} ms`).join(', ')}`,
+    );
+    log(`every view renders within ${BUDGET_MS} ms (median of ${RUNS} loads)`);
+  }
   log(`PASS in ${((Date.now() - started) / 1000).toFixed(1)} s; screenshots in ${SHOTS}`);
 } catch (err) {
   console.error(`FAIL: ${err.message}`);
@@ -429,4 +311,162 @@ try {
 } finally {
   await browser?.close();
   await platform.stop();
+}
+
+/** The interactive part of the test: operator, field service, manufacturer, tablet. */
+async function workflow({ base, desktop, offer, customerQuery, currentOffer }) {
+    // ---- operator: fleet, machine chart, offers
+    const op = await watchedPage(desktop, '/operator');
+    await openView(op, base, `/operator${customerQuery}`, '#machines-table table');
+    await op.waitForSelector('#offers-list [data-accept]');
+    await op.screenshot({ path: join(SHOTS, 'operator.png'), fullPage: true });
+
+    await op.close();
+
+    offer = await currentOffer(30000, offer.customer);
+    const component = offer.components[0].component;
+    const machinePage = await watchedPage(desktop, '/operator#machine');
+    await openView(
+      machinePage,
+      base,
+      `/operator?customer=${encodeURIComponent(offer.customer)}#machine=${encodeURIComponent(offer.machine)}`,
+      '#detail-chart svg .c-hist',
+    );
+    await machinePage.click(`[data-component="${component}"]`);
+    const chart = machinePage.locator('#detail-chart svg');
+    await machinePage.waitForSelector('#detail-chart svg .c-win-offer');
+    const layers = {};
+    for (const cls of ['c-hist', 'c-trend', 'c-threshold', 'c-rul', 'c-p50', 'c-win-stop', 'c-win-offer', 'c-now']) {
+      layers[cls] = await chart.locator(`.${cls}`).count();
+    }
+    const health = await api(base, `/api/v1/machines/${encodeURIComponent(offer.machine)}/health-history`);
+    const comp = health.components.find((c) => c.component === component);
+    log(`chart of ${offer.machine}/${component}: ${JSON.stringify(layers)}; basis ${comp.basis}`);
+    for (const cls of ['c-hist', 'c-threshold', 'c-rul', 'c-win-stop', 'c-win-offer']) {
+      check(layers[cls] > 0, `the machine chart has no ${cls}`);
+    }
+    if (comp.trend.length) check(layers['c-trend'] > 0, 'the machine chart does not draw the fitted trend');
+    const axisTitle = await chart.locator('.c-axis-title').first().textContent();
+    check(/site time/.test(axisTitle), `the time axis does not name the site's time zone: ${axisTitle}`);
+    check((await machinePage.locator('#detail-chart .legend li').count()) >= 6, 'the machine chart has no legend');
+    await machinePage.locator('#machine-detail').screenshot({ path: join(SHOTS, 'operator-machine.png') });
+
+    // Accept an offer. The demo's clock runs 1800× fast, so the planner may supersede the
+    // offer between the page's refresh and the click; the page then says so, and the test
+    // takes the next one.
+    let result = '';
+    let lastAcceptLog = '';
+    for (let attempt = 0; attempt < 4 && !result.startsWith('Accepted'); attempt++) {
+      const button = machinePage.locator('#offers-list [data-accept]').first();
+      await button.waitFor({ timeout: 15000 });
+      const id = await button.getAttribute('data-accept');
+      await machinePage.evaluate(() => { document.getElementById('offer-result').textContent = ''; });
+      await button.click();
+      await machinePage.waitForFunction(() => /^Accepted|failed/.test(document.getElementById('offer-result')?.textContent ?? ''), null, { timeout: 15000 });
+      result = await machinePage.locator('#offer-result').textContent();
+      lastAcceptLog = `accept ${id}: ${result}`;
+      log(lastAcceptLog);
+    }
+    check(result.startsWith('Accepted'), `accepting failed: ${result}`);
+    const wo = /work order (\S+)/.exec(result)?.[1];
+    check(wo, `no work order named in: ${result}`);
+    // The page refreshes after the accept: the accepted offer leaves the list.
+    const acceptedId = /accept (\S+):/.exec(lastAcceptLog)?.[1];
+    if (acceptedId) await machinePage.waitForSelector(`[data-offer="${acceptedId}"]`, { state: 'detached' });
+
+    // Decline another offer with a reason, after opening the list of stops it could move
+    // to (the same 409 race as above is retried).
+    let declined = '';
+    for (let attempt = 0; attempt < 3 && !/declined/.test(declined); attempt++) {
+      const first = machinePage.locator('#offers-list details.offer-more').first();
+      if ((await first.count()) === 0) break;
+      // Pinned by id: the list re-renders (and reorders) as offers come and go.
+      const id = await first.getAttribute('data-more');
+      const more = machinePage.locator(`details[data-more="${id}"]`);
+      await more.locator('summary').click();
+      await machinePage.waitForFunction((oid) => {
+        const select = document.getElementById(`pick-${oid}`);
+        return select && select.options.length > 0 && !/^Loading/.test(select.options[0].text);
+      }, id);
+      const stops = await more.locator('select option').count();
+      await more.locator('input[name="reason"]').fill('Browser test: our own staff replace it');
+      await machinePage.evaluate(() => { document.getElementById('offer-result').textContent = ''; });
+      await more.locator('form[data-decline-form] button[type="submit"]').click();
+      await machinePage.waitForFunction(() => /declined|failed/.test(document.getElementById('offer-result')?.textContent ?? ''), null, { timeout: 15000 });
+      declined = await machinePage.locator('#offer-result').textContent();
+      log(`decline ${id} (${stops} other stops listed): ${declined}`);
+    }
+    if (!declined) log('no second offer for this customer: decline not exercised');
+    else check(/declined/.test(declined), `declining failed: ${declined}`);
+    await machinePage.close();
+
+    // ---- service: the work order appears; complete it
+    const sv = await watchedPage(desktop, '/service');
+    await openView(sv, base, '/service', '#schedule-list .tech, #schedule-list .empty');
+    await sv.waitForSelector(`[data-work-order="${wo}"]`, { timeout: 15000 });
+    const card = sv.locator(`[data-work-order="${wo}"]`);
+    check(/Parts to bring/.test(await card.textContent()), 'the work order does not say which parts to bring');
+    await sv.screenshot({ path: join(SHOTS, 'service.png'), fullPage: true });
+    await card.locator('summary').click();
+    await card.locator('select[name="as_found-0"]').selectOption('worn');
+    await card.locator('textarea[name="notes"]').fill('Replaced during the browser test');
+    // The visit's planned stop is usually days ahead on the platform clock: completing it
+    // now asks the technician to confirm the work was done early.
+    const order = (await api(base, '/api/v1/work-orders')).find((o) => o.id === wo);
+    const platformNow = Date.parse((await api(base, '/api/v1/info')).now);
+    const early = card.locator('input[name="early"]');
+    if (Date.parse(order.window_start) > platformNow + 86400000) {
+      check((await early.count()) === 1, `work order ${wo} is completed before its stop without saying it was done early`);
+    }
+    if (await early.count()) {
+      log(`completing ${wo} early: its stop begins ${order.window_start}, the platform's now is ${new Date(platformNow).toISOString()}`);
+      await early.check();
+    }
+    await card.locator('button[type="submit"]').click();
+    await sv.waitForFunction((id) => (document.getElementById('wo-result')?.textContent ?? '').includes(`${id} completed`), wo, { timeout: 15000 });
+    await card.waitFor({ state: 'detached', timeout: 15000 });
+    await sv.selectOption('#status-select', 'completed');
+    await sv.waitForSelector(`[data-work-order="${wo}"]`);
+    await sv.click(`[data-work-order="${wo}"] [data-history]`);
+    await sv.waitForSelector('#history-body table, #history-body .empty');
+    await sv.waitForFunction(() => /Replaced during the browser test/.test(document.getElementById('history-body')?.textContent ?? ''));
+    await sv.screenshot({ path: join(SHOTS, 'service-history.png'), fullPage: true });
+    await sv.close();
+
+    // ---- manufacturer
+    const mf = await watchedPage(desktop, '/manufacturer');
+    await openView(mf, base, '/manufacturer', '#accounts-table table');
+    await mf.waitForSelector('#kpi-tiles .stats');
+    check((await mf.locator('#chart-offers svg .c-bar').count()) === 4, 'no offers chart');
+    await mf.waitForSelector('#quality-tiles .stats');
+    check((await mf.locator('#chart-calibration svg .c-bar').count()) === 3, 'no model-quality chart');
+    check((await mf.locator('#quality-table tbody tr').count()) >= 3, 'no model-quality table by status');
+    await mf.screenshot({ path: join(SHOTS, 'manufacturer.png'), fullPage: true });
+    // Drill down to one customer: the KPIs are asked for that customer and say so.
+    const choices = await mf.locator('#kpi-customer option').evaluateAll((os) => os.map((o) => o.value).filter(Boolean));
+    check(choices.length >= 2, `customer drill-down lists ${choices.length} customers`);
+    const drilled = mf.waitForRequest((r) => r.url().includes('/api/v1/kpis?') && r.url().includes(`customer=${choices[0]}`));
+    await mf.selectOption('#kpi-customer', choices[0]);
+    await drilled;
+    await mf.waitForFunction((c) => (document.getElementById('kpis-note')?.textContent ?? '').includes(`(${c})`), choices[0]);
+    check(new URL(mf.url()).searchParams.get('customer') === choices[0], 'the drill-down is not in the address');
+    await mf.close();
+    await desktop.close();
+
+    // ---- tablet width: no view scrolls sideways
+    const tablet = await browser.newContext({ viewport: TABLET, timezoneId: 'UTC', locale: 'en-GB', hasTouch: true });
+    await signIn(tablet, base, adminToken, '/manufacturer');
+    for (const [path, ready] of [
+      [`/operator?customer=${encodeURIComponent(offer.customer)}#machine=${encodeURIComponent(offer.machine)}`, '#detail-chart svg .c-hist'],
+      ['/service?status=all', '#schedule-list .tech'],
+      ['/manufacturer', '#accounts-table table'],
+    ]) {
+      const name = path.split('?')[0];
+      const page = await watchedPage(tablet, `${name} (tablet)`);
+      await openView(page, base, path, ready);
+      await noHorizontalScroll(page, name);
+      await page.screenshot({ path: join(SHOTS, `tablet${name.replace('/', '-')}.png`), fullPage: true });
+      await page.close();
+    }
+    await tablet.close();
 }

@@ -253,6 +253,11 @@ pub(super) struct CompleteBody {
     components: Vec<FindingBody>,
     #[serde(default)]
     notes: String,
+    /// The work was done before the planned stop it is booked in began (the customer
+    /// stopped the machine early and the technician came). Without it, completing a
+    /// visit whose stop has not begun is refused: most often it is the wrong card.
+    #[serde(default)]
+    early: bool,
 }
 
 pub(super) async fn complete_work_order(
@@ -293,6 +298,13 @@ pub(super) async fn complete_work_order(
     }
     if body.notes.len() > 4000 || body.components.iter().any(|f| f.notes.len() > 2000) {
         return Err(ApiError::BadRequest("notes are too long".into()));
+    }
+    if state.clock.now() < wo.window.start && !body.early {
+        return Err(unprocessable(format!(
+            "work order `{id}` is booked in the planned stop {}, which has not begun; if \
+             the work was done early, say so with \"early\": true",
+            describe(wo.site.timezone, &wo.window)
+        )));
     }
     let findings: Vec<ComponentFinding> = body
         .components

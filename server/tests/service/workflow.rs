@@ -330,6 +330,35 @@ async fn an_unqualified_technician_cannot_take_a_work_order() {
 }
 
 #[tokio::test]
+async fn a_visit_done_before_its_stop_is_completed_when_the_technician_says_so() {
+    let (s, offer) = with_offer().await;
+    let id = offer["id"].as_str().unwrap();
+    let (_, body) = s
+        .send("POST", &format!("/api/v1/offers/{id}/accept"), None)
+        .await;
+    let wo = body["work_order"]["id"].as_str().unwrap().to_string();
+    let window_start = ts(&body["work_order"]["window_start"]);
+    assert!(
+        wearcast_protocol::Clock::now(&*s.clock) < window_start,
+        "the stop is ahead"
+    );
+    let (status, body) = s
+        .send(
+            "POST",
+            &format!("/api/v1/work-orders/{wo}/complete"),
+            Some(
+                json!({"components": [{"component": "main_bearing", "as_found": "worn"}],
+                        "early": true}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "completed");
+    assert!(ts(&body["completed_at"]) < window_start, "{body}");
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn completing_a_work_order_resets_the_component_and_records_its_life() {
     let (s, offer) = with_offer().await;
     let id = offer["id"].as_str().unwrap();
@@ -337,7 +366,28 @@ async fn completing_a_work_order_resets_the_component_and_records_its_life() {
         .send("POST", &format!("/api/v1/offers/{id}/accept"), None)
         .await;
     let wo = body["work_order"]["id"].as_str().unwrap().to_string();
-    s.clock.set(ts(&body["work_order"]["booked_end"]));
+    let booked_end = ts(&body["work_order"]["booked_end"]);
+    // Before its planned stop begins, a visit is not completed unless the technician
+    // says the work was done early: most often it is the wrong card.
+    let finding = json!({"components": [{"component": "main_bearing", "as_found": "worn"}]});
+    let (status, refused) = s
+        .send(
+            "POST",
+            &format!("/api/v1/work-orders/{wo}/complete"),
+            Some(finding.clone()),
+        )
+        .await;
+    assert_eq!(status, 422, "{refused}");
+    let message = refused["error"].as_str().unwrap();
+    assert!(
+        message.contains("has not begun") && message.contains("\"early\": true"),
+        "{message}"
+    );
+    assert_eq!(
+        s.get(&format!("/api/v1/work-orders/{wo}")).await["status"],
+        "scheduled"
+    );
+    s.clock.set(booked_end);
 
     // The findings must cover exactly the work order's components.
     let (status, body) = s
