@@ -97,7 +97,10 @@ pub(crate) fn subscribe(
     filter: &str,
     secs: u32,
 ) -> Subscriber {
-    let mut child = Command::new("mosquitto_sub")
+    // Line-buffered (coreutils' stdbuf): into a pipe, mosquitto_sub's stdio would hold
+    // every line, the SUBACK too, until it exits.
+    let mut child = Command::new("stdbuf")
+        .args(["-oL", "mosquitto_sub"])
         .args([
             "-h",
             "127.0.0.1",
