@@ -30,9 +30,74 @@ pub struct BacktestArgs {
     /// Remaining life beyond this counts as this in the RMSE (as published work does).
     #[arg(long, value_name = "N", default_value_t = 125.0)]
     cap: f64,
+    /// Record the run's summary on the Wearcast server at this URL (e.g.
+    /// `http://127.0.0.1:8080`), where the manufacturer view shows it under model
+    /// quality. Needs `--token-file`.
+    #[arg(long, value_name = "URL", requires = "token_file")]
+    publish: Option<String>,
+    /// An admin or service API token for `--publish` (e.g. `<data dir>/tokens/admin.token`).
+    #[arg(long, value_name = "FILE", requires = "publish")]
+    token_file: Option<PathBuf>,
 }
 
-pub fn run(args: &BacktestArgs) -> anyhow::Result<()> {
+/// Where and as whom `--publish` records the summary, checked before the backtest runs
+/// (which can take minutes).
+struct Publish {
+    endpoint: reqwest::Url,
+    token: String,
+}
+
+impl Publish {
+    fn from_args(args: &BacktestArgs) -> anyhow::Result<Option<Self>> {
+        let (Some(url), Some(token_file)) = (&args.publish, &args.token_file) else {
+            return Ok(None);
+        };
+        let base = reqwest::Url::parse(url)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+            .with_context(|| format!("--publish {url}: not an http:// or https:// URL"))?;
+        let endpoint = base
+            .join("api/v1/model-quality/backtests")
+            .with_context(|| format!("--publish {url}: not a base URL"))?;
+        let token = std::fs::read_to_string(token_file)
+            .with_context(|| format!("--token-file {}: cannot read it", token_file.display()))?
+            .trim()
+            .to_string();
+        anyhow::ensure!(
+            !token.is_empty(),
+            "--token-file {}: it is empty",
+            token_file.display()
+        );
+        Ok(Some(Self { endpoint, token }))
+    }
+
+    /// Posts `summary`; the id the server recorded it under.
+    async fn send(&self, summary: &backtest::BacktestSummary) -> anyhow::Result<String> {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()?;
+        let endpoint = &self.endpoint;
+        let resp = client
+            .post(endpoint.clone())
+            .bearer_auth(&self.token)
+            .json(summary)
+            .send()
+            .await
+            .with_context(|| format!("cannot publish the backtest to {endpoint}"))?;
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        anyhow::ensure!(
+            status.is_success(),
+            "the server at {endpoint} did not record the backtest: {status}: {body}"
+        );
+        let recorded: serde_json::Value = serde_json::from_str(&body)
+            .with_context(|| format!("{endpoint} answered {status} with no JSON: {body}"))?;
+        Ok(recorded["id"].as_str().unwrap_or_default().to_string())
+    }
+}
+
+pub async fn run(args: &BacktestArgs) -> anyhow::Result<()> {
+    let publish = Publish::from_args(args)?;
     let mut config = BacktestConfig::new(args.train.clone(), args.test.clone(), args.truth.clone());
     config.cap = args.cap;
     let bar = backtest::progress_bar();
@@ -45,6 +110,14 @@ pub fn run(args: &BacktestArgs) -> anyhow::Result<()> {
         say!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         summary(&report, args.predictions.as_ref());
+    }
+    if let Some(publish) = publish {
+        let id = publish.send(&report.summary()).await?;
+        if args.json {
+            eprintln!("published as {id} to {}", publish.endpoint);
+        } else {
+            say!("  published     {id} at {}", publish.endpoint);
+        }
     }
     Ok(())
 }

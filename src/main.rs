@@ -349,7 +349,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ops::init_logging(&config.log);
             run_sim(config, a.write_manifest.clone()).await
         }
-        Command::Backtest(a) => backtest::run(a),
+        Command::Backtest(a) => backtest::run(a).await,
         Command::Token { data_dir, command } => {
             o.set_path("server", "data_dir", data_dir.as_ref());
             let config = Config::load(cli.config.as_deref(), false, o.into_value())?;

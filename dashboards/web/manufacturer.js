@@ -3,7 +3,8 @@
 // labour / contracts, failures predicted in time vs unplanned, lead time, downtime
 // avoided, retention, NPS, LTV) from /api/v1/kpis, the accounts with contract,
 // renewal, health and churn signals from /api/v1/accounts, and how the live model's
-// predictions fared against the lives that ended, from /api/v1/model-quality.
+// predictions fared against the lives that ended, from /api/v1/model-quality, and the
+// backtests published on run-to-failure history, from /api/v1/model-quality/backtests.
 'use strict';
 
 (() => {
@@ -11,7 +12,7 @@
   const { esc, $, setHtml, setText, DAY } = W;
 
   const POLL_MS = 5000;
-  const state = { periodDays: 365, customer: '', kpis: null, accounts: null, quality: null };
+  const state = { periodDays: 365, customer: '', kpis: null, accounts: null, quality: null, backtests: null };
 
   function ratio(v) {
     return v === null || v === undefined ? '—' : W.percent(v);
@@ -239,24 +240,58 @@
     );
   }
 
+  function renderBacktests() {
+    const list = state.backtests?.backtests;
+    if (!list) return;
+    if (!list.length) {
+      setHtml($('backtests-table'), '<p class="empty">No backtest published yet.</p>');
+      return;
+    }
+    const num = (v, digits = 1) => (v === null || v === undefined ? '—' : W.formatNumber(v, digits));
+    const rows = list.map((b) => {
+      const calibrated = b.coverage >= b.level - 0.1 && b.coverage <= b.level + 0.1;
+      return `<tr data-backtest="${esc(b.id)}"><th scope="row">${esc(W.formatDate(b.recorded_at))}</th>
+        <td>${esc(b.train)} → ${esc(b.test)}</td>
+        <td class="num-cell">${b.training_runs}</td><td class="num-cell">${b.test_units}</td>
+        <td class="num-cell">${esc(num(b.rmse))}</td><td class="num-cell">${esc(num(b.mae))}</td>
+        <td class="num-cell">${esc(W.percent(b.coverage))} <span class="muted">(${calibrated ? 'on target' : 'off target'})</span></td>
+        <td class="num-cell">${esc(W.percent(b.below_p10))}</td><td class="num-cell">${esc(W.percent(b.above_p90))}</td>
+        <td class="num-cell">${esc(num(b.live_engine_rmse))}</td></tr>`;
+    });
+    setHtml(
+      $('backtests-table'),
+      `<div class="table-scroll"><table class="data-table">
+        <caption>Published backtests: P50 error against the true remaining life, and where the truths fell in the interval
+          (target: the interval's level ±10 points)</caption>
+        <thead><tr><th scope="col">Published</th><th scope="col">Training → test data</th><th scope="col">Training runs</th>
+          <th scope="col">Test units</th><th scope="col">RMSE (capped)</th><th scope="col">MAE</th>
+          <th scope="col">Inside the interval</th><th scope="col">Below P10 (late)</th><th scope="col">Above P90 (early)</th>
+          <th scope="col">Live engine RMSE</th></tr></thead>
+        <tbody>${rows.join('')}</tbody></table></div>`,
+    );
+  }
+
   async function tick(info) {
     // The period ends at the platform's now (the demo's clock runs fast).
     await info;
     const to = W.platformNow();
     const from = new Date(to - state.periodDays * DAY).toISOString();
     const only = state.customer ? `&customer=${encodeURIComponent(state.customer)}` : '';
-    const [kpis, accounts, quality] = await Promise.all([
+    const [kpis, accounts, quality, backtests] = await Promise.all([
       W.getJson(`/kpis?from=${encodeURIComponent(from)}${only}`),
       W.getJson('/accounts'),
       W.getJson(`/model-quality?from=${encodeURIComponent(from)}`),
+      W.getJson('/model-quality/backtests'),
     ]);
     state.kpis = kpis;
     state.accounts = accounts;
     state.quality = quality;
+    state.backtests = backtests;
     renderCustomerChoice();
     renderKpis();
     renderAccounts();
     renderQuality();
+    renderBacktests();
   }
 
   W.ready(() => {

@@ -434,8 +434,25 @@ async function workflow({ base, desktop, offer, customerQuery, currentOffer }) {
     await sv.close();
 
     // ---- manufacturer
+    // A backtest published as `wearcast backtest --publish` does shows under model quality.
+    const published = await fetch(`${base}/api/v1/model-quality/backtests`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${adminToken}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({
+        train: 'train_FD001.txt', test: 'test_FD001.txt', training_runs: 100, test_units: 100,
+        rmse: 14.87, mae: 10.9, cap: 125, level: 0.8, coverage: 0.88, below_p10: 0.05, above_p90: 0.07,
+        live_engine_rmse: 21.5, live_engine_coverage: 0.71,
+      }),
+    });
+    const publishedBody = await published.text();
+    check(published.status === 201, `publishing a backtest answered ${published.status}: ${publishedBody}`);
+    const backtest = JSON.parse(publishedBody);
     const mf = await watchedPage(desktop, '/manufacturer');
     await openView(mf, base, '/manufacturer', '#accounts-table table');
+    const btRow = mf.locator(`#backtests-table tr[data-backtest="${backtest.id}"]`);
+    await btRow.waitFor({ timeout: 15000 });
+    const btText = await btRow.textContent();
+    check(/14\.9/.test(btText) && /88%/.test(btText), `the backtest row does not show its RMSE and coverage: ${btText}`);
     await mf.waitForSelector('#kpi-tiles .stats');
     check((await mf.locator('#chart-offers svg .c-bar').count()) === 4, 'no offers chart');
     await mf.waitForSelector('#quality-tiles .stats');

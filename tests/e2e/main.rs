@@ -9,6 +9,7 @@
 // A test that cannot set up its fixture should stop right there.
 #![allow(clippy::unwrap_used)]
 
+mod backtest;
 mod broker_access;
 mod cli;
 mod common;

@@ -12,7 +12,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use wearcast_protocol::UnixMs;
 
 use super::{ApiError, ApiJson, ApiQuery, AppState, Scope};
@@ -24,7 +24,8 @@ use crate::analytics::survey::{
     InvalidAnswer, RawAnswer, SurveyAnswer, answer_page, message_page, token_hash, well_formed,
 };
 use crate::analytics::{Facts, Period, ProposalKind, date};
-use crate::store::{ObjectKind, SurveyAnswered, SurveyRequest};
+use crate::backtest::BacktestSummary;
+use crate::store::{ObjectKind, RecordedBacktest, SurveyAnswered, SurveyRequest};
 use crate::views::*;
 
 /// Default KPI period when `from` is not given.
@@ -182,6 +183,50 @@ pub(super) async fn model_quality(
         sampled_every_h: crate::store::PREDICTION_SAMPLE_MS as f64 / UnixMs::HOUR as f64,
         target_inside: [0.7, 0.9],
         quality: crate::model::quality::model_quality(&predictions, &lives),
+    }))
+}
+
+// ---- backtests -------------------------------------------------------------------
+
+/// How many published backtests the list shows.
+const BACKTESTS_SHOWN: u32 = 20;
+
+#[derive(Debug, Serialize)]
+pub(super) struct BacktestsView {
+    /// Newest first: the caller's tenant's and the deployment-wide ones.
+    backtests: Vec<RecordedBacktest>,
+}
+
+/// `POST /api/v1/model-quality/backtests`: records a backtest's summary (what `wearcast
+/// backtest --publish` sends) for the caller's tenant.
+pub(super) async fn record_backtest(
+    State(state): State<AppState>,
+    scope: Scope,
+    ApiJson(body): ApiJson<BacktestSummary>,
+) -> Result<(StatusCode, Json<RecordedBacktest>), ApiError> {
+    body.check().map_err(|m| ApiError::Rejected {
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+        message: m,
+    })?;
+    let p = scope.principal();
+    let recorded = state
+        .store
+        .record_backtest(p.tenant.as_deref(), &p.token, state.clock.now(), &body)
+        .await?;
+    Ok((StatusCode::CREATED, Json(recorded)))
+}
+
+/// `GET /api/v1/model-quality/backtests`: the newest published backtests.
+pub(super) async fn backtests(
+    State(state): State<AppState>,
+    scope: Scope,
+) -> Result<Json<BacktestsView>, ApiError> {
+    let tenant = scope.principal().tenant.clone();
+    Ok(Json(BacktestsView {
+        backtests: state
+            .store
+            .backtests(tenant.as_deref(), BACKTESTS_SHOWN)
+            .await?,
     }))
 }
 

@@ -369,6 +369,21 @@ fn table() -> Table {
         analytics::model_quality,
     )
     .query::<analytics::KpiQuery>();
+    // Backtests on run-to-failure history: published by staff (`wearcast backtest
+    // --publish`), read like the model quality. They hold no customer's data.
+    t.add(
+        "GET",
+        "/model-quality/backtests",
+        roles(STAFF_CUSTOMER),
+        analytics::backtests,
+    );
+    t.add(
+        "POST",
+        "/model-quality/backtests",
+        roles(STAFF),
+        analytics::record_backtest,
+    )
+    .body::<crate::backtest::BacktestSummary>();
     t.add(
         "GET",
         "/accounts",

@@ -151,6 +151,130 @@ pub struct BacktestReport {
     pub predictions: Vec<UnitPrediction>,
 }
 
+/// What `wearcast backtest --publish` records on the server (`POST
+/// /api/v1/model-quality/backtests`) and the manufacturer view shows as the models'
+/// offline accuracy: which data, and how the P50 and the interval scored on it.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BacktestSummary {
+    /// File names (not paths) of the training and the test histories.
+    pub train: String,
+    pub test: String,
+    pub training_runs: u32,
+    pub test_units: u32,
+    /// RMSE of the P50 against the truth, both capped at `cap`, in the data's time unit.
+    pub rmse: f64,
+    pub mae: f64,
+    pub cap: f64,
+    /// The central interval's level (0.8: P10–P90) and the shares of test units whose
+    /// truth fell inside it, below P10 (predicted too late) and above P90.
+    pub level: f64,
+    pub coverage: f64,
+    pub below_p10: f64,
+    pub above_p90: f64,
+    /// The live platform's incremental engine on the same data, when it could run.
+    pub live_engine_rmse: Option<f64>,
+    pub live_engine_coverage: Option<f64>,
+}
+
+/// Longest file name a summary may carry.
+const MAX_NAME_CHARS: usize = 200;
+
+impl BacktestSummary {
+    /// Whether the figures can be a backtest's; the first problem, naming the field.
+    pub fn check(&self) -> Result<(), String> {
+        for (field, name) in [("train", &self.train), ("test", &self.test)] {
+            if name.trim().is_empty() || name.chars().count() > MAX_NAME_CHARS {
+                return Err(format!(
+                    "`{field}` must be a file name of 1 to {MAX_NAME_CHARS} characters"
+                ));
+            }
+            if name.chars().any(char::is_control) {
+                return Err(format!("`{field}` holds a control character"));
+            }
+        }
+        for (field, n) in [
+            ("training_runs", self.training_runs),
+            ("test_units", self.test_units),
+        ] {
+            if n == 0 {
+                return Err(format!("`{field}` must be at least 1"));
+            }
+        }
+        let non_negative = [
+            ("rmse", Some(self.rmse)),
+            ("mae", Some(self.mae)),
+            ("live_engine_rmse", self.live_engine_rmse),
+        ];
+        for (field, v) in non_negative {
+            if let Some(v) = v.filter(|v| !(v.is_finite() && *v >= 0.0)) {
+                return Err(format!(
+                    "`{field}` must be a finite number of at least 0, not {v}"
+                ));
+            }
+        }
+        if !(self.cap.is_finite() && self.cap > 0.0) {
+            return Err(format!(
+                "`cap` must be a finite number above 0, not {}",
+                self.cap
+            ));
+        }
+        if !(self.level > 0.0 && self.level < 1.0) {
+            return Err(format!(
+                "`level` must be between 0 and 1, not {}",
+                self.level
+            ));
+        }
+        let shares = [
+            ("coverage", Some(self.coverage)),
+            ("below_p10", Some(self.below_p10)),
+            ("above_p90", Some(self.above_p90)),
+            ("live_engine_coverage", self.live_engine_coverage),
+        ];
+        for (field, v) in shares {
+            if let Some(v) = v.filter(|v| !(0.0..=1.0).contains(v)) {
+                return Err(format!(
+                    "`{field}` must be a share between 0 and 1, not {v}"
+                ));
+            }
+        }
+        let total = self.coverage + self.below_p10 + self.above_p90;
+        if (total - 1.0).abs() > 1e-3 {
+            return Err(format!(
+                "`coverage`, `below_p10` and `above_p90` must add up to 1 (every test unit is inside, below or above), not {total}"
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl BacktestReport {
+    /// The figures `--publish` sends: file names only, never the paths.
+    pub fn summary(&self) -> BacktestSummary {
+        let file_name = |p: &str| {
+            std::path::Path::new(p)
+                .file_name()
+                .map_or_else(|| p.to_string(), |n| n.to_string_lossy().into_owned())
+        };
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        BacktestSummary {
+            train: file_name(&self.train),
+            test: file_name(&self.test),
+            training_runs: count(self.training_runs),
+            test_units: count(self.test_units),
+            rmse: self.scores.rmse,
+            mae: self.scores.mae,
+            cap: self.cap,
+            level: self.level,
+            coverage: self.scores.coverage,
+            below_p10: self.scores.below_p10,
+            above_p90: self.scores.above_p90,
+            live_engine_rmse: self.live_engine.as_ref().map(|s| s.rmse),
+            live_engine_coverage: self.live_engine.as_ref().map(|s| s.coverage),
+        }
+    }
+}
+
 /// Runs the whole backtest, ticking `bar` as it goes.
 pub fn run(config: &BacktestConfig, bar: &ProgressBar) -> Result<BacktestReport, BacktestError> {
     let started = Instant::now();

@@ -12,6 +12,7 @@
 mod analytics;
 mod audit;
 mod auth;
+mod backtests;
 mod model_data;
 mod mqtt_users;
 pub mod postgres;
@@ -28,6 +29,7 @@ pub use crate::auth::Visibility;
 pub use analytics::{SurveyAnswered, SurveyForPage, SurveyRequest};
 pub use audit::AuditEntry;
 pub use auth::{ObjectKind, TokenLookup};
+pub use backtests::RecordedBacktest;
 pub use model_data::{ComponentAnomaly, EndedLife};
 pub use retention::RetentionReport;
 pub use service::{

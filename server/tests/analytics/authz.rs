@@ -171,6 +171,7 @@ impl Fixture {
             (_, "/surveys/{token}") => json!({"score": 9}),
             (_, "/tokens") => json!({"role": "service"}),
             (_, "/session") => json!({"token": "wc_nothing"}),
+            (_, "/model-quality/backtests") => crate::quality::backtest_summary(),
             (m, p) => panic!("{m} {p}: no request body in the authz matrix; add a valid one"),
         };
         Some(body)
@@ -213,6 +214,7 @@ impl Fixture {
             // Proposals and exports count as contacts; every change is audited.
             "/api/v1/accounts",
             "/api/v1/audit",
+            "/api/v1/model-quality/backtests",
         ] {
             out.insert(path.into(), self.server.get(path).await);
         }

@@ -1,7 +1,7 @@
 //! The model-quality report: the live model's predictions, sampled once a day, scored
 //! against a bearing's life that ended in a failure.
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use wearcast_protocol::UnixMs;
 
 use crate::support::TestServer;
@@ -118,5 +118,74 @@ async fn predictions_are_sampled_daily_and_scored_when_the_part_fails() {
         .send("GET", "/api/v1/model-quality?from=2026-13-01", None)
         .await;
     assert_eq!(status, 400, "{body}");
+    s.stop().await;
+}
+
+/// A backtest's summary as `wearcast backtest --publish` sends it.
+pub fn backtest_summary() -> Value {
+    json!({"train": "train_FD001.txt", "test": "test_FD001.txt", "training_runs": 100,
+           "test_units": 100, "rmse": 14.85, "mae": 10.9, "cap": 125.0, "level": 0.8,
+           "coverage": 0.88, "below_p10": 0.05, "above_p90": 0.07,
+           "live_engine_rmse": 21.5, "live_engine_coverage": null})
+}
+
+const BACKTESTS: &str = "/api/v1/model-quality/backtests";
+
+#[tokio::test]
+async fn published_backtests_are_listed_newest_first_and_impossible_figures_refused() {
+    let s = TestServer::start(10).await;
+    assert_eq!(s.get(BACKTESTS).await["backtests"], json!([]));
+    let (status, first) = s.send("POST", BACKTESTS, Some(backtest_summary())).await;
+    assert_eq!(status, 201, "{first}");
+    assert!(first["id"].as_str().unwrap().starts_with("bt-"), "{first}");
+    assert_eq!(first["rmse"], 14.85);
+    assert_eq!(first["recorded_at"], s.now().to_rfc3339());
+
+    s.clock.set(s.now().plus_hours(1.0));
+    let mut second = backtest_summary();
+    second["test"] = json!("test_FD002.txt");
+    second["rmse"] = json!(12.28);
+    let (status, body) = s.send("POST", BACKTESTS, Some(second)).await;
+    assert_eq!(status, 201, "{body}");
+    let list = s.get(BACKTESTS).await["backtests"].clone();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 2, "{list:?}");
+    assert_eq!(
+        (&list[0]["test"], &list[0]["rmse"]),
+        (&json!("test_FD002.txt"), &json!(12.28))
+    );
+    assert_eq!(list[1], first);
+
+    // Figures no backtest can have are refused, naming the field, and nothing is kept.
+    for (field, value, says) in [
+        ("coverage", json!(1.5), "`coverage`"),
+        ("coverage", json!(0.5), "add up to 1"),
+        ("level", json!(1.0), "`level`"),
+        ("rmse", json!(-1.0), "`rmse`"),
+        ("test_units", json!(0), "`test_units`"),
+        ("train", json!(" "), "`train`"),
+        ("train", json!("a\u{7}b"), "control character"),
+    ] {
+        let mut bad = backtest_summary();
+        bad[field] = value.clone();
+        let (status, body) = s.send("POST", BACKTESTS, Some(bad)).await;
+        assert_eq!(status, 422, "{field} = {value}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains(says),
+            "{field}: {body}"
+        );
+    }
+    let mut typo = backtest_summary();
+    typo["rmse_capped"] = json!(1.0);
+    let (status, body) = s.send("POST", BACKTESTS, Some(typo)).await;
+    assert!((400..500).contains(&status), "{body}");
+    assert!(body.to_string().contains("rmse_capped"), "{body}");
+    assert_eq!(
+        s.get(BACKTESTS).await["backtests"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
     s.stop().await;
 }

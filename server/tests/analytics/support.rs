@@ -247,6 +247,13 @@ impl TestServer {
                 public_url: PUBLIC_URL.into(),
                 ..analytics
             },
+            // The authorization matrix calls every route with every token, and reads
+            // the whole state around each call, far faster than any tenant would; the
+            // limit itself is tested in `server/tests/service/limits.rs`.
+            rate_limit: wearcast_server::api::limits::RateLimitConfig {
+                requests_per_second: 0,
+                burst: 0,
+            },
             ..ServerConfig::default()
         };
         let server = Server::start(
