@@ -317,10 +317,12 @@
       .join('');
 
     let band = '';
-    if (p10 !== null && p90 !== null && p10 < t1) {
-      band = `<rect class="c-rul" x="${f(x(p10))}" y="${m.top}" width="${f(Math.max(2, x(p90) - x(p10)))}" height="${ih}"/>`;
-    } else if (p10 !== null && p90 === null && p10 < t1) {
-      band = `<rect class="c-rul" x="${f(x(p10))}" y="${m.top}" width="${f(x(t1) - x(p10))}" height="${ih}"/>`;
+    if (p10 !== null && p10 < t1) {
+      // Up to P90, or to the chart's end when P90 is not in sight. Labelled in the chart,
+      // so that it is told from a planned stop by more than its colour.
+      const bandWidth = p90 !== null ? Math.max(2, x(p90) - x(p10)) : x(t1) - x(p10);
+      band = `<rect class="c-rul" x="${f(x(p10))}" y="${m.top}" width="${f(bandWidth)}" height="${ih}"/>${
+        bandWidth > 48 ? `<text class="c-note" x="${f(x(p10) + 4)}" y="${m.top + ih - 6}">P10–P90</text>` : ''}`;
     }
     const p50Line = p50 !== null && p50 <= t1
       ? `<line class="c-p50" x1="${f(x(p50))}" x2="${f(x(p50))}" y1="${m.top}" y2="${m.top + ih}"/>
@@ -382,8 +384,8 @@
       { sample: '<rect class="c-rul" x="2" y="1" width="24" height="12"/>', text: 'Remaining life P10–P90' },
       { sample: '<line class="c-p50" x1="14" x2="14" y1="0" y2="14"/>', text: 'Remaining life P50' },
       { sample: '<rect class="c-win c-win-stop" x="2" y="1" width="24" height="12"/>', text: 'Planned stop' },
-      { sample: '<rect class="c-win c-win-offer" x="2" y="1" width="24" height="12"/>', text: 'Proposed visit' },
-      { sample: '<rect class="c-win c-win-booked" x="2" y="1" width="24" height="12"/>', text: 'Booked visit' },
+      { sample: '<rect class="c-win c-win-offer" x="2" y="1" width="24" height="12"/><path class="c-hatch-offer" d="M2 13L14 1M14 13L26 1"/>', text: 'Proposed visit' },
+      { sample: '<rect class="c-win c-win-booked" x="2" y="1" width="24" height="12"/><path class="c-hatch-booked" d="M2 1L26 13M26 1L2 13"/>', text: 'Booked visit' },
     ]);
     return `<figure class="chart">${svg}<figcaption class="visually-hidden">${esc(desc)}</figcaption></figure>${legend}`;
   }
@@ -546,7 +548,7 @@
           const booked = (state.workOrders ?? []).filter((wo) => wo.site === s.id && inside(toMs(wo.booked_start ?? wo.window_start)));
           const proposed = (state.offers ?? []).filter((o) => o.site === s.id && inside(toMs(o.window_start)));
           const items = booked
-            .map((wo) => `<li>${W.stateBadge('booked')} ${esc(wo.machine)}: ${esc(wo.components.map((c) => c.part_name || c.part).join(', '))}${wo.technician_name ? ` — ${esc(wo.technician_name)}` : ''}</li>`)
+            .map((wo) => `<li>${W.stateBadge(wo.status === 'unassigned' ? 'awaiting_technician' : 'booked')} ${esc(wo.machine)}: ${esc(wo.components.map((c) => c.part_name || c.part).join(', '))}${wo.technician_name ? ` — ${esc(wo.technician_name)}` : ''}</li>`)
             .concat(proposed.map((o) => `<li>${W.stateBadge('proposed')} ${esc(o.machine)}: ${esc(o.components.map((c) => W.humanizeKey(c.component)).join(', '))}</li>`))
             .join('');
           const label = w.kind === 'stop' ? 'Planned stop' : 'Urgent visit, outside the planned stops';
@@ -573,7 +575,11 @@
     const needSites = Date.now() - state.sitesAt > SITES_MAX_AGE_MS;
     const scoped = (customer) => {
       const c = encodeURIComponent(customer);
-      return Promise.all([W.getJson(`/offers?status=proposed&customer=${c}`), W.getJson('/work-orders?status=scheduled')]);
+      // Accepted visits: booked with a technician, or waiting for one (unassigned).
+      return Promise.all([
+        W.getJson(`/offers?status=proposed&customer=${c}`),
+        Promise.all([W.getJson('/work-orders?status=scheduled'), W.getJson('/work-orders?status=unassigned')]).then((lists) => lists.flat()),
+      ]);
     };
     const id = state.selected && encodeURIComponent(state.selected);
     const detail = id

@@ -214,10 +214,11 @@
       setHtml($('history-body'), '<p class="muted">Loading history…</p>');
       return;
     }
-    const tz = h.orders[0]?.timezone ?? 'UTC';
+    // Dates in the machine's site's zone (named in the table's caption).
+    const tz = h.timezone;
     const lives = h.lives.length
       ? `<div class="table-scroll"><table class="data-table">
-          <caption>Ended component lives, newest first</caption>
+          <caption>Ended component lives, newest first (dates in site time, ${esc(tz)})</caption>
           <thead><tr><th scope="col">Component</th><th scope="col">Part</th><th scope="col">Installed</th><th scope="col">Ended</th>
             <th scope="col">Life</th><th scope="col">How it ended</th><th scope="col">As found</th><th scope="col">Work order</th></tr></thead>
           <tbody>${h.lives
@@ -240,9 +241,14 @@
   async function loadHistory() {
     if (!state.history) return;
     const id = encodeURIComponent(state.history);
-    const [lives, orders] = await Promise.all([W.getJson(`/machines/${id}/lives`), W.getJson(`/work-orders?machine=${id}`)]);
+    const [lives, orders, machine] = await Promise.all([
+      W.getJson(`/machines/${id}/lives`),
+      W.getJson(`/work-orders?machine=${id}`),
+      W.getJson(`/machines/${id}`),
+    ]);
     state.historyData = {
       lives,
+      timezone: machine.timezone,
       orders: orders.sort((a, b) => (toMs(b.completed_at ?? b.window_start) ?? 0) - (toMs(a.completed_at ?? a.window_start) ?? 0)),
     };
   }

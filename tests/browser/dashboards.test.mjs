@@ -208,13 +208,13 @@ try {
   log(`wearcast up --demo at ${base}`);
   mkdirSync(SHOTS, { recursive: true });
   browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-dev-shm-usage'] });
-  const desktop = await browser.newContext({ viewport: DESKTOP, timezoneId: 'UTC', locale: 'en-GB' });
+  const desktop = await browser.newContext({ viewport: DESKTOP, timezoneId: 'Asia/Tokyo', locale: 'en-GB' });
   // Signed in as the demo's admin, from the token file `up --demo` wrote.
   adminToken = platform.token('admin');
   await signIn(desktop, base, adminToken, '/manufacturer');
 
   // Before signing in, the landing page leads to the three views and to sign-in.
-  const anonymous = await browser.newContext({ viewport: DESKTOP, timezoneId: 'UTC', locale: 'en-GB' });
+  const anonymous = await browser.newContext({ viewport: DESKTOP, timezoneId: 'Asia/Tokyo', locale: 'en-GB' });
   const landing = await watchedPage(anonymous, '/');
   await landing.goto(`${base}/`);
   for (const href of ['/operator', '/service', '/manufacturer', '/signin']) {
@@ -234,7 +234,7 @@ try {
   log(`offer ${offer.id} for ${offer.machine} (${offer.customer})`);
 
   // A customer signed in lands on the operator view, which shows their machines only.
-  const plant = await browser.newContext({ viewport: DESKTOP, timezoneId: 'UTC', locale: 'en-GB' });
+  const plant = await browser.newContext({ viewport: DESKTOP, timezoneId: 'Asia/Tokyo', locale: 'en-GB' });
   await signIn(plant, base, platform.token(`customer-${offer.customer}`), '/operator');
   const own = await watchedPage(plant, '/operator (customer)');
   await openView(own, base, '/operator', '#machines-table table');
@@ -333,8 +333,9 @@ async function workflow({ base, desktop, offer, customerQuery, currentOffer }) {
       '#detail-chart svg .c-hist',
     );
     await machinePage.click(`[data-component="${component}"]`);
-    const chart = machinePage.locator('#detail-chart svg');
-    await machinePage.waitForSelector('#detail-chart svg .c-win-offer');
+    // The chart itself, not the legend's samples, which carry the same classes.
+    const chart = machinePage.locator('#detail-chart svg.chart-svg');
+    await machinePage.waitForSelector('#detail-chart svg.chart-svg .c-win-offer');
     const layers = {};
     for (const cls of ['c-hist', 'c-trend', 'c-threshold', 'c-rul', 'c-p50', 'c-win-stop', 'c-win-offer', 'c-now']) {
       layers[cls] = await chart.locator(`.${cls}`).count();
@@ -346,8 +347,11 @@ async function workflow({ base, desktop, offer, customerQuery, currentOffer }) {
       check(layers[cls] > 0, `the machine chart has no ${cls}`);
     }
     if (comp.trend.length) check(layers['c-trend'] > 0, 'the machine chart does not draw the fitted trend');
+    // The browser runs in Tokyo; the axis must be in the site's zone, and say which.
+    const siteOf = (await api(base, '/api/v1/machines')).find((m) => m.id === offer.machine).site;
+    const zone = (await api(base, '/api/v1/sites')).find((st) => st.id === siteOf).timezone;
     const axisTitle = await chart.locator('.c-axis-title').first().textContent();
-    check(/site time/.test(axisTitle), `the time axis does not name the site's time zone: ${axisTitle}`);
+    check(axisTitle.includes(`site time, ${zone}`), `the time axis does not name the site's time zone ${zone}: ${axisTitle}`);
     check((await machinePage.locator('#detail-chart .legend li').count()) >= 6, 'the machine chart has no legend');
     await machinePage.locator('#machine-detail').screenshot({ path: join(SHOTS, 'operator-machine.png') });
 
@@ -400,6 +404,23 @@ async function workflow({ base, desktop, offer, customerQuery, currentOffer }) {
     else check(/declined/.test(declined), `declining failed: ${declined}`);
     await machinePage.close();
 
+    // ---- service, as the booked technician on a tablet: their own visits, this one among
+    // them, and no one else's.
+    const booked = (await api(base, '/api/v1/work-orders')).find((o) => o.id === wo);
+    check(booked?.technician, `work order ${wo} has no technician: ${JSON.stringify(booked)}`);
+    const field = await browser.newContext({ viewport: TABLET, timezoneId: 'Asia/Tokyo', locale: 'en-GB', hasTouch: true });
+    await signIn(field, base, platform.token(`technician-${booked.technician}`), '/service');
+    const own = await watchedPage(field, '/service (technician)');
+    await openView(own, base, '/service', '#schedule-list .tech, #schedule-list .empty');
+    await own.waitForSelector(`[data-work-order="${wo}"]`, { timeout: 15000 });
+    const shownIds = await own.locator('[data-work-order]').evaluateAll((els) => els.map((e) => e.getAttribute('data-work-order')));
+    const theirs = new Set((await api(base, '/api/v1/work-orders')).filter((o) => o.technician === booked.technician).map((o) => o.id));
+    const foreign = shownIds.filter((id) => !theirs.has(id));
+    check(foreign.length === 0, `technician ${booked.technician} is shown others' work orders: ${foreign.join(', ')}`);
+    await own.screenshot({ path: join(SHOTS, 'service-technician.png'), fullPage: true });
+    await own.close();
+    await field.close();
+
     // ---- service: the work order appears; complete it
     const sv = await watchedPage(desktop, '/service');
     await openView(sv, base, '/service', '#schedule-list .tech, #schedule-list .empty');
@@ -430,6 +451,14 @@ async function workflow({ base, desktop, offer, customerQuery, currentOffer }) {
     await sv.click(`[data-work-order="${wo}"] [data-history]`);
     await sv.waitForSelector('#history-body table, #history-body .empty');
     await sv.waitForFunction(() => /Replaced during the browser test/.test(document.getElementById('history-body')?.textContent ?? ''));
+    // The ended lives' dates are in the machine's site's zone, and say so.
+    const woSite = (await api(base, '/api/v1/machines')).find((m) => m.id === booked.machine).site;
+    const woZone = (await api(base, '/api/v1/sites')).find((st) => st.id === woSite).timezone;
+    await sv.waitForFunction(
+      (z) => (document.querySelector('#history-body caption')?.textContent ?? '').includes(`site time, ${z}`),
+      woZone,
+      { timeout: 15000 },
+    );
     await sv.screenshot({ path: join(SHOTS, 'service-history.png'), fullPage: true });
     await sv.close();
 
@@ -471,7 +500,7 @@ async function workflow({ base, desktop, offer, customerQuery, currentOffer }) {
     await desktop.close();
 
     // ---- tablet width: no view scrolls sideways
-    const tablet = await browser.newContext({ viewport: TABLET, timezoneId: 'UTC', locale: 'en-GB', hasTouch: true });
+    const tablet = await browser.newContext({ viewport: TABLET, timezoneId: 'Asia/Tokyo', locale: 'en-GB', hasTouch: true });
     await signIn(tablet, base, adminToken, '/manufacturer');
     for (const [path, ready] of [
       [`/operator?customer=${encodeURIComponent(offer.customer)}#machine=${encodeURIComponent(offer.machine)}`, '#detail-chart svg .c-hist'],

@@ -292,7 +292,13 @@ fn table() -> Table {
         service::complete_work_order,
     )
     .body::<service::CompleteBody>();
-    t.add("GET", "/technicians", roles(STAFF), service::technicians);
+    // A technician sees only themselves (the field-service view names them).
+    t.add(
+        "GET",
+        "/technicians",
+        roles(STAFF_TECHNICIAN),
+        service::technicians,
+    );
     t.add(
         "POST",
         "/technicians",

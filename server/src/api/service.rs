@@ -351,12 +351,12 @@ pub(super) async fn technicians(
     State(state): State<AppState>,
     scope: Scope,
 ) -> Result<Json<Vec<TechnicianView>>, ApiError> {
-    Ok(Json(
-        state
-            .store
-            .technicians_of(scope.principal().tenant.as_deref())
-            .await?,
-    ))
+    let p = scope.principal();
+    let mut all = state.store.technicians_of(p.tenant.as_deref()).await?;
+    if let Some(own) = &p.technician {
+        all.retain(|t| &t.id == own);
+    }
+    Ok(Json(all))
 }
 
 /// The tenant a change by `scope` goes to: the caller's, or for the deployment's

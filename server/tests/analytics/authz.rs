@@ -330,6 +330,24 @@ async fn every_route_refuses_what_its_rule_forbids_and_changes_nothing_doing_so(
                 f.other_technician
             );
             *checked.entry("other technician: 404").or_default() += 1;
+        } else if rule.method == "GET" && allows(rule, Role::Technician) && object(rule).is_none() {
+            // A list a technician may read holds only their own rows: nothing that names
+            // the technician of A's work order.
+            let (status, body) = f.call(Some(&other_technician), rule).await;
+            assert_eq!(
+                status, 200,
+                "{what} as technician {}: {body}",
+                f.other_technician
+            );
+            assert!(
+                !body.contains(&format!("\"{}\"", f.technician)),
+                "{what}: technician {} is shown {}'s rows: {body}",
+                f.other_technician,
+                f.technician
+            );
+            *checked
+                .entry("other technician's list: none of this one's rows")
+                .or_default() += 1;
         }
 
         // A gateway token ingests and does nothing else.
