@@ -329,15 +329,22 @@ async fn an_unqualified_technician_cannot_take_a_work_order() {
     s.stop().await;
 }
 
+/// Accepts `offer`; its work order.
+async fn accept(s: &TestServer, offer: &serde_json::Value) -> serde_json::Value {
+    let id = offer["id"].as_str().unwrap();
+    let (status, body) = s
+        .send("POST", &format!("/api/v1/offers/{id}/accept"), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["work_order"].clone()
+}
+
 #[tokio::test]
 async fn a_visit_done_before_its_stop_is_completed_when_the_technician_says_so() {
     let (s, offer) = with_offer().await;
-    let id = offer["id"].as_str().unwrap();
-    let (_, body) = s
-        .send("POST", &format!("/api/v1/offers/{id}/accept"), None)
-        .await;
-    let wo = body["work_order"]["id"].as_str().unwrap().to_string();
-    let window_start = ts(&body["work_order"]["window_start"]);
+    let order = accept(&s, &offer).await;
+    let wo = order["id"].as_str().unwrap();
+    let window_start = ts(&order["window_start"]);
     assert!(
         wearcast_protocol::Clock::now(&*s.clock) < window_start,
         "the stop is ahead"
@@ -361,12 +368,9 @@ async fn a_visit_done_before_its_stop_is_completed_when_the_technician_says_so()
 #[tokio::test]
 async fn completing_a_work_order_resets_the_component_and_records_its_life() {
     let (s, offer) = with_offer().await;
-    let id = offer["id"].as_str().unwrap();
-    let (_, body) = s
-        .send("POST", &format!("/api/v1/offers/{id}/accept"), None)
-        .await;
-    let wo = body["work_order"]["id"].as_str().unwrap().to_string();
-    let booked_end = ts(&body["work_order"]["booked_end"]);
+    let order = accept(&s, &offer).await;
+    let wo = order["id"].as_str().unwrap().to_string();
+    let booked_end = ts(&order["booked_end"]);
     // Before its planned stop begins, a visit is not completed unless the technician
     // says the work was done early: most often it is the wrong card.
     let finding = json!({"components": [{"component": "main_bearing", "as_found": "worn"}]});
@@ -421,7 +425,8 @@ async fn completing_a_work_order_resets_the_component_and_records_its_life() {
     );
     assert_eq!(body["components"][0]["as_found"], "worn");
     assert_eq!(
-        s.get(&format!("/api/v1/offers/{id}")).await["status"],
+        s.get(&format!("/api/v1/offers/{}", offer["id"].as_str().unwrap()))
+            .await["status"],
         "completed"
     );
 
