@@ -401,7 +401,25 @@ async fn run_gateway(
 ) -> anyhow::Result<()> {
     let stop = ops::shutdown_signal();
     let shutdown = CancellationToken::new();
-    let ops_task = ops::serve_ops(&config.ops.listen, metrics, shutdown.child_token()).await?;
+    // Ready while connected and subscribed with a spool that takes messages.
+    let monitor = wearcast_gateway::GatewayMonitor::new();
+    let ready: ops::ReadyFn = {
+        let monitor = monitor.clone();
+        Arc::new(move || {
+            let health = monitor.health();
+            (
+                health.healthy,
+                serde_json::to_value(&health).unwrap_or_default(),
+            )
+        })
+    };
+    let ops_task = ops::serve_ops(
+        &config.ops.listen,
+        metrics,
+        Some(ready),
+        shutdown.child_token(),
+    )
+    .await?;
     let signal = shutdown.clone();
     tokio::spawn(async move {
         stop.await;
@@ -409,7 +427,7 @@ async fn run_gateway(
         signal.cancel();
     });
     let clock: SharedClock = Arc::new(SystemClock);
-    let report = wearcast_gateway::run(config.gateway, clock, shutdown.clone())
+    let report = wearcast_gateway::run_monitored(config.gateway, clock, shutdown.clone(), monitor)
         .await
         .context("gateway failed")?;
     shutdown.cancel();
@@ -435,7 +453,8 @@ async fn run_sim(config: Config, write_manifest: Option<PathBuf>) -> anyhow::Res
     let metrics = ops::init_metrics()?;
     let stop = ops::shutdown_signal();
     let shutdown = CancellationToken::new();
-    let ops_task = ops::serve_ops(&config.ops.listen, metrics, shutdown.child_token()).await?;
+    let ops_task =
+        ops::serve_ops(&config.ops.listen, metrics, None, shutdown.child_token()).await?;
     let signal = shutdown.clone();
     tokio::spawn(async move {
         stop.await;

@@ -1,6 +1,6 @@
 //! Process-wide observability: tracing logs and the Prometheus recorder, plus the small
-//! `/metrics` + `/healthz` listener for the commands that have no HTTP server of their
-//! own (`wearcast gateway`, `wearcast sim`).
+//! `/metrics` + `/healthz` (+ `/readyz`) listener for the commands that have no HTTP
+//! server of their own (`wearcast gateway`, `wearcast sim`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,10 +59,16 @@ pub fn render_fn(handle: PrometheusHandle) -> wearcast_server::MetricsRender {
     Arc::new(move || handle.render())
 }
 
-/// Serves `/metrics` and `/healthz` on `listen` until `shutdown`.
+/// Whether the process is ready to do its job, and the facts behind the answer (JSON).
+pub type ReadyFn = Arc<dyn Fn() -> (bool, serde_json::Value) + Send + Sync>;
+
+/// Serves `/metrics` and `/healthz` (liveness: the process answers) on `listen` until
+/// `shutdown`, and with `ready`, `/readyz`: 200 when ready, 503 when not, with the facts
+/// either way.
 pub async fn serve_ops(
     listen: &str,
     handle: PrometheusHandle,
+    ready: Option<ReadyFn>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(listen)
@@ -70,8 +76,8 @@ pub async fn serve_ops(
         .with_context(|| {
             format!("cannot listen on {listen} for /metrics (set another with --metrics-listen)")
         })?;
-    tracing::info!(addr = %listener.local_addr()?, "metrics and health on /metrics, /healthz");
-    let app = Router::new()
+    tracing::info!(addr = %listener.local_addr()?, readyz = ready.is_some(), "metrics and health on /metrics, /healthz");
+    let mut app = Router::new()
         .route(
             "/metrics",
             get(move || {
@@ -83,6 +89,20 @@ pub async fn serve_ops(
             "/healthz",
             get(|| async { axum::Json(serde_json::json!({"status": "ok"})).into_response() }),
         );
+    if let Some(ready) = ready {
+        app = app.route(
+            "/readyz",
+            get(move || {
+                let (ok, facts) = ready();
+                let status = if ok {
+                    axum::http::StatusCode::OK
+                } else {
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE
+                };
+                async move { (status, axum::Json(facts)).into_response() }
+            }),
+        );
+    }
     Ok(tokio::spawn(async move {
         let _ = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())

@@ -292,6 +292,62 @@ async fn after_a_broker_restart_the_gateway_reconnects_and_nothing_acknowledged_
     gateway.stop().await;
 }
 
+/// `/readyz` says whether the gateway can take messages: ready while subscribed on a
+/// connected broker, 503 (with why) while the broker is down, ready again once it has
+/// reconnected; `/healthz` (the process answers) stays 200 throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_is_ready_only_while_subscribed_and_alive_throughout() {
+    let test = "the_gateway_is_ready_only_while_subscribed_and_alive_throughout";
+    if !mosquitto_available(test) {
+        return;
+    }
+    let _one_at_a_time = exclusive().await;
+    let mut rig = Rig::start(1);
+    let settings = rig.settings("gw");
+    let mut gateway = GatewayProcess::start("gateway", &settings, rig.dir.path());
+    gateway.wait_subscribed(Duration::from_secs(30)).await;
+    let ready = |want: u16| {
+        let gateway = &gateway;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                if let Some((status, body)) = gateway.ops_get("/readyz").await
+                    && status == want
+                {
+                    return body;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "/readyz never answered {want}:\n{}",
+                    gateway.log_tail()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let up = ready(200).await;
+    assert_eq!(
+        (&up["broker_connected"], &up["spool_full"]),
+        (&true.into(), &false.into()),
+        "{up}"
+    );
+
+    rig.broker.stop();
+    let down = ready(503).await;
+    assert_eq!(
+        (&down["healthy"], &down["broker_connected"]),
+        (&false.into(), &false.into()),
+        "{down}"
+    );
+    let (status, live) = gateway.ops_get("/healthz").await.expect("/healthz answers");
+    assert_eq!((status, &live["status"]), (200, &"ok".into()));
+
+    rig.broker.start_again();
+    let back = ready(200).await;
+    assert_eq!(back["broker_connected"], true, "{back}");
+    gateway.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_spool_under_drop_oldest_drops_exactly_what_it_counts_and_recovers_by_itself() {
     let test = "a_full_spool_under_drop_oldest_drops_exactly_what_it_counts_and_recovers_by_itself";

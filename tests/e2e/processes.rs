@@ -176,10 +176,19 @@ impl OwnBroker {
     /// A clean restart: SIGTERM (Mosquitto saves its sessions and queues), then start
     /// again on the same port with the same files.
     pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// A clean stop (SIGTERM); [`OwnBroker::start_again`] brings it back.
+    pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             signal(child.id(), "TERM");
             let _ = child.wait();
         }
+    }
+
+    pub fn start_again(&mut self) {
         self.spawn();
     }
 }
@@ -612,6 +621,22 @@ impl GatewayProcess {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// `GET path` on its ops listener: the status and the JSON body; `None` while it
+    /// does not answer.
+    pub async fn ops_get(&self, path: &str) -> Option<(u16, serde_json::Value)> {
+        let url = self.metrics_url.replace("/metrics", path);
+        let resp = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .ok()?
+            .get(&url)
+            .send()
+            .await
+            .ok()?;
+        let status = resp.status().as_u16();
+        Some((status, resp.json().await.ok()?))
     }
 
     /// Its metrics now; `None` while it is not serving them (starting, or gone).
