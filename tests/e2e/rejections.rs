@@ -1,7 +1,9 @@
 //! Every way a device can get a message rejected, injected by the simulator's
 //! `[sim.faults]` into `wearcast up --demo`, is counted by the gateway under its reason
 //! in `/metrics`: no more (a good message is never rejected) and, once the gateway
-//! caught up, no less (a bad one is never silently dropped).
+//! caught up, no less (a bad one is never silently dropped). The faults of a device
+//! that does nothing wrong run at the same time — duplicated, reordered and burst
+//! messages, and dropped connections — and add no rejection at all.
 
 use std::time::Duration;
 
@@ -41,6 +43,9 @@ async fn every_rejection_reason_the_simulator_injects_is_counted_by_the_gateway(
             ("WEARCAST_DEMO__ACTORS", "false"),
             ("WEARCAST_SIM__FAULTS__MALFORMED", "0.05"),
             ("WEARCAST_SIM__FAULTS__DUPLICATE", "0.01"),
+            ("WEARCAST_SIM__FAULTS__REORDER", "0.02"),
+            ("WEARCAST_SIM__FAULTS__BURST", "0.02"),
+            ("WEARCAST_SIM__FAULTS__DISCONNECT", "0.002"),
         ],
     );
 
@@ -97,6 +102,13 @@ async fn every_rejection_reason_the_simulator_injects_is_counted_by_the_gateway(
         "{duplicated} duplicates injected, none counted"
     );
     assert!(metric(&m, "wearcast_gateway_samples_accepted_total", &[]) > 0.0);
+    // The other faults happened too (and, above, caused no rejection of their own).
+    for fault in ["reorder", "burst", "disconnect"] {
+        assert!(
+            metric(&m, INJECTED, &[("fault", fault)]) > 0.0,
+            "no {fault} injected"
+        );
+    }
     let status = p
         .terminate(Duration::from_secs(40))
         .expect("exits on SIGTERM");
