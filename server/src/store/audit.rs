@@ -2,11 +2,10 @@
 
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::Row;
 use wearcast_protocol::UnixMs;
 
 use super::StoreError;
-use super::sqlite::Store;
+use super::db::{Pool, q};
 use crate::views::Rfc3339;
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -48,14 +47,14 @@ fn json_value(text: Option<String>) -> Option<Value> {
     text.and_then(|t| serde_json::from_str(&t).ok())
 }
 
-impl Store {
+impl Pool {
     /// Records one change (its `id` is assigned here).
     pub async fn record_audit(&self, e: &AuditEntry) -> Result<()> {
-        sqlx::query(
+        q(
             "INSERT INTO audit_log (at, platform_at, token_id, role, tenant_id, customer_id,
-               technician_id, method, route, path, object_kind, object_id, status,
-               request_json, before_json, after_json)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             technician_id, method, route, path, object_kind, object_id, status,
+             request_json, before_json, after_json)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
         )
         .bind(e.at.0.0)
         .bind(e.platform_at.0.0)
@@ -73,7 +72,7 @@ impl Store {
         .bind(json_text(&e.request))
         .bind(json_text(&e.before))
         .bind(json_text(&e.after))
-        .execute(self.pool())
+        .execute(self)
         .await?;
         Ok(())
     }
@@ -86,36 +85,34 @@ impl Store {
         before_id: Option<i64>,
         limit: u32,
     ) -> Result<Vec<AuditEntry>> {
-        let rows = sqlx::query(
-            "SELECT * FROM audit_log
-             WHERE (?1 IS NULL OR tenant_id = ?1) AND (?2 IS NULL OR id < ?2)
-             ORDER BY id DESC LIMIT ?3",
-        )
+        let rows = q("SELECT * FROM audit_log
+                      WHERE ($1 IS NULL OR tenant_id = $1) AND ($2 IS NULL OR id < $2)
+                      ORDER BY id DESC LIMIT $3")
         .bind(tenant)
         .bind(before_id)
         .bind(i64::from(limit))
-        .fetch_all(self.pool())
+        .fetch_all(self)
         .await?;
         rows.iter()
             .map(|r| {
                 Ok(AuditEntry {
-                    id: r.try_get("id")?,
-                    at: Rfc3339(UnixMs(r.try_get("at")?)),
-                    platform_at: Rfc3339(UnixMs(r.try_get("platform_at")?)),
-                    token: r.try_get("token_id")?,
-                    role: r.try_get("role")?,
-                    tenant: r.try_get("tenant_id")?,
-                    customer: r.try_get("customer_id")?,
-                    technician: r.try_get("technician_id")?,
-                    method: r.try_get("method")?,
-                    route: r.try_get("route")?,
-                    path: r.try_get("path")?,
-                    object_kind: r.try_get("object_kind")?,
-                    object_id: r.try_get("object_id")?,
-                    status: u16::try_from(r.try_get::<i64, _>("status")?).unwrap_or(0),
-                    request: json_value(r.try_get("request_json")?),
-                    before: json_value(r.try_get("before_json")?),
-                    after: json_value(r.try_get("after_json")?),
+                    id: r.get("id")?,
+                    at: Rfc3339(UnixMs(r.get("at")?)),
+                    platform_at: Rfc3339(UnixMs(r.get("platform_at")?)),
+                    token: r.get("token_id")?,
+                    role: r.get("role")?,
+                    tenant: r.get("tenant_id")?,
+                    customer: r.get("customer_id")?,
+                    technician: r.get("technician_id")?,
+                    method: r.get("method")?,
+                    route: r.get("route")?,
+                    path: r.get("path")?,
+                    object_kind: r.get("object_kind")?,
+                    object_id: r.get("object_id")?,
+                    status: u16::try_from(r.get::<i64>("status")?).unwrap_or(0),
+                    request: json_value(r.get("request_json")?),
+                    before: json_value(r.get("before_json")?),
+                    after: json_value(r.get("after_json")?),
                 })
             })
             .collect()

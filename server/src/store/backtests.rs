@@ -2,11 +2,10 @@
 //! /api/v1/model-quality/backtests`): the models' offline accuracy, kept per tenant.
 
 use serde::Serialize;
-use sqlx::Row;
 use wearcast_protocol::UnixMs;
 
 use super::StoreError;
-use super::sqlite::Store;
+use super::db::{Pool, q};
 use crate::backtest::BacktestSummary;
 use crate::views::Rfc3339;
 
@@ -24,7 +23,7 @@ pub struct RecordedBacktest {
     pub summary: BacktestSummary,
 }
 
-impl Store {
+impl Pool {
     /// Records a backtest `token` published for `tenant` at `at`.
     pub async fn record_backtest(
         &self,
@@ -36,16 +35,16 @@ impl Store {
         let id = format!("bt-{}", uuid::Uuid::now_v7().simple());
         let json = serde_json::to_string(summary)
             .map_err(|e| StoreError::Corrupt(format!("backtest summary: {e}")))?;
-        sqlx::query(
+        q(
             "INSERT INTO backtests (id, tenant_id, recorded_at, token_id, summary_json)
-             VALUES (?, ?, ?, ?, ?)",
+           VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(&id)
         .bind(tenant)
         .bind(at.0)
         .bind(token)
         .bind(json)
-        .execute(self.pool())
+        .execute(self)
         .await?;
         Ok(RecordedBacktest {
             id,
@@ -62,25 +61,25 @@ impl Store {
         tenant: Option<&str>,
         limit: u32,
     ) -> Result<Vec<RecordedBacktest>> {
-        let rows = sqlx::query(
+        let rows = q(
             "SELECT id, tenant_id, recorded_at, summary_json FROM backtests
-             WHERE ?1 IS NULL OR tenant_id = ?1 OR tenant_id IS NULL
-             ORDER BY recorded_at DESC, id DESC LIMIT ?2",
+                      WHERE $1 IS NULL OR tenant_id = $1 OR tenant_id IS NULL
+                      ORDER BY recorded_at DESC, id DESC LIMIT $2",
         )
         .bind(tenant)
         .bind(i64::from(limit))
-        .fetch_all(self.pool())
+        .fetch_all(self)
         .await?;
         rows.iter()
             .map(|r| {
-                let id: String = r.try_get("id")?;
-                let json: String = r.try_get("summary_json")?;
+                let id: String = r.get("id")?;
+                let json: String = r.get("summary_json")?;
                 let summary = serde_json::from_str(&json).map_err(|e| {
                     StoreError::Corrupt(format!("backtest `{id}`: summary_json: {e}"))
                 })?;
                 Ok(RecordedBacktest {
-                    recorded_at: Rfc3339(UnixMs(r.try_get("recorded_at")?)),
-                    tenant: r.try_get("tenant_id")?,
+                    recorded_at: Rfc3339(UnixMs(r.get("recorded_at")?)),
+                    tenant: r.get("tenant_id")?,
                     id,
                     summary,
                 })

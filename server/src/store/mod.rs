@@ -13,6 +13,7 @@ mod analytics;
 mod audit;
 mod auth;
 mod backtests;
+pub mod db;
 mod model_data;
 mod mqtt_users;
 pub mod postgres;

@@ -31,6 +31,7 @@ use wearcast_protocol::UnixMs;
 use wearcast_protocol::batch::{IngestBatch, WindowAggregate};
 use wearcast_protocol::event::{EventKind, MachineEvent};
 
+use super::db::Pool;
 use super::sqlite::{IngestPlan, WINDOW_COLUMNS, WindowRow, push_stored_windows, record_batch};
 use super::{BatchSelection, StoreError, StoredBatch};
 
@@ -106,14 +107,26 @@ const RECORD_BATCH: &str =
 #[derive(Clone, Debug)]
 pub struct PgStore {
     pool: PgPool,
+    /// The same pool, for the queries written once for both engines (`store/db.rs`).
+    db: Pool,
+}
+
+impl std::ops::Deref for PgStore {
+    type Target = Pool;
+
+    fn deref(&self) -> &Pool {
+        &self.db
+    }
 }
 
 impl PgStore {
     /// Connects to the database at `url` and applies the migrations it lacks
     /// ([`connect`]).
     pub async fn open(url: &str) -> Result<Self> {
+        let pool = connect(url).await?;
         Ok(Self {
-            pool: connect(url).await?,
+            db: Pool::Postgres(pool.clone()),
+            pool,
         })
     }
 

@@ -17,6 +17,7 @@ use wearcast_protocol::event::EventKind;
 use wearcast_protocol::ids::{ComponentKey, MachineId, PartId};
 use wearcast_protocol::registry::{ComponentSpec, FleetManifest, WeibullLife};
 
+use super::db::Pool;
 use super::service::{offer_notice, record_history, release_open_offer};
 use super::{
     AppliedDecisions, ChannelBucket, ImportReport, MachineRegistry, ModelComponent, OfferFilter,
@@ -38,6 +39,17 @@ type Result<T> = std::result::Result<T, StoreError>;
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: SqlitePool,
+    /// The same pool, for the queries written once for both engines (`store/db.rs`),
+    /// which `Store` offers through `Deref`.
+    db: Pool,
+}
+
+impl std::ops::Deref for Store {
+    type Target = Pool;
+
+    fn deref(&self) -> &Pool {
+        &self.db
+    }
 }
 
 fn get<'r, T>(row: &'r SqliteRow, col: &str) -> Result<T>
@@ -86,7 +98,10 @@ impl Store {
                 source,
             })?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            db: Pool::Sqlite(pool.clone()),
+            pool,
+        })
     }
 
     /// The connection pool, for the query modules that extend `Store` from other files

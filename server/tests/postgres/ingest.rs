@@ -36,7 +36,7 @@ where
 
 /// Two lathes, m-1 and m-2, commissioned at T0, each with a spindle and a belt; m-1's
 /// belt was installed a day later.
-fn manifest() -> FleetManifest {
+pub(crate) fn manifest() -> FleetManifest {
     let part = |part: &str| Part {
         id: id(part),
         name: part.to_string(),
@@ -495,18 +495,18 @@ fn assert_same_answer(lite: &StoredBatch, pg: &StoredBatch) {
 // ---- the two engines --------------------------------------------------------------
 
 /// The same registry on SQLite and PostgreSQL, each in a store of its own.
-struct Engines {
-    sqlite: Store,
+pub(crate) struct Engines {
+    pub(crate) sqlite: Store,
     /// A second pool on the SQLite file, for fixtures and reading back.
     lite: SqlitePool,
-    pg: PgStore,
+    pub(crate) pg: PgStore,
     _db: TestDb,
     _dir: TempDir,
 }
 
 impl Engines {
     /// `None` (after a SKIP line) without a PostgreSQL server.
-    async fn open() -> Option<Engines> {
+    pub(crate) async fn open() -> Option<Engines> {
         let server = support::server().await?;
         let db = TestDb::create(&server).await;
         let dir = tempfile::tempdir().unwrap();
