@@ -61,58 +61,27 @@ pub enum Arg {
     Text(Option<String>),
 }
 
-impl From<i64> for Arg {
-    fn from(v: i64) -> Self {
-        Self::Int(Some(v))
-    }
+/// `impl From<$t> for Arg`, one per type the store binds.
+macro_rules! arg_from {
+    ($($t:ty => |$v:ident| $e:expr;)*) => {
+        $(impl From<$t> for Arg {
+            fn from($v: $t) -> Self {
+                $e
+            }
+        })*
+    };
 }
 
-impl From<Option<i64>> for Arg {
-    fn from(v: Option<i64>) -> Self {
-        Self::Int(v)
-    }
-}
-
-impl From<f64> for Arg {
-    fn from(v: f64) -> Self {
-        Self::Real(Some(v))
-    }
-}
-
-impl From<&str> for Arg {
-    fn from(v: &str) -> Self {
-        Self::Text(Some(v.to_owned()))
-    }
-}
-
-impl From<String> for Arg {
-    fn from(v: String) -> Self {
-        Self::Text(Some(v))
-    }
-}
-
-impl From<&String> for Arg {
-    fn from(v: &String) -> Self {
-        Self::Text(Some(v.clone()))
-    }
-}
-
-impl From<Option<&str>> for Arg {
-    fn from(v: Option<&str>) -> Self {
-        Self::Text(v.map(str::to_owned))
-    }
-}
-
-impl From<Option<String>> for Arg {
-    fn from(v: Option<String>) -> Self {
-        Self::Text(v)
-    }
-}
-
-impl From<&Option<String>> for Arg {
-    fn from(v: &Option<String>) -> Self {
-        Self::Text(v.clone())
-    }
+arg_from! {
+    i64 => |v| Self::Int(Some(v));
+    Option<i64> => |v| Self::Int(v);
+    f64 => |v| Self::Real(Some(v));
+    &str => |v| Self::Text(Some(v.to_owned()));
+    String => |v| Self::Text(Some(v));
+    &String => |v| Self::Text(Some(v.clone()));
+    Option<&str> => |v| Self::Text(v.map(str::to_owned));
+    Option<String> => |v| Self::Text(v);
+    &Option<String> => |v| Self::Text(v.clone());
 }
 
 /// A query of `$N`-numbered SQL with its arguments; see [`q`].
