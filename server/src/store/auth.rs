@@ -1,12 +1,10 @@
 //! API tokens and object owners: what authentication and the route table's object
 //! checks read. Token instants are real (wall-clock) Unix ms.
 
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 use wearcast_protocol::UnixMs;
 
 use super::StoreError;
-use super::sqlite::Store;
+use super::db::{DbRow, Pool, q};
 use crate::auth::{IssuedToken, Owner, Principal, Role, TokenRequest, TokenView, new_secret};
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -55,13 +53,13 @@ fn ms_text(ms: i64) -> String {
     UnixMs(ms).to_rfc3339()
 }
 
-fn token_view(r: &SqliteRow, now_ms: i64) -> Result<TokenView> {
-    let role: String = r.try_get("role")?;
+fn token_view(r: &DbRow, now_ms: i64) -> Result<TokenView> {
+    let role: String = r.get("role")?;
     let role: Role = role
         .parse()
         .map_err(|e: String| StoreError::Corrupt(format!("api_tokens.role: {e}")))?;
-    let expires_at: Option<i64> = r.try_get("expires_at")?;
-    let revoked_at: Option<i64> = r.try_get("revoked_at")?;
+    let expires_at: Option<i64> = r.get("expires_at")?;
+    let revoked_at: Option<i64> = r.get("revoked_at")?;
     let status = if revoked_at.is_some() {
         "revoked"
     } else if expires_at.is_some_and(|e| e <= now_ms) {
@@ -70,20 +68,20 @@ fn token_view(r: &SqliteRow, now_ms: i64) -> Result<TokenView> {
         "active"
     };
     Ok(TokenView {
-        id: r.try_get("id")?,
+        id: r.get("id")?,
         role,
-        tenant: r.try_get("tenant_id")?,
-        customer: r.try_get("customer_id")?,
-        technician: r.try_get("technician_id")?,
-        name: r.try_get("name")?,
-        created_at: ms_text(r.try_get("created_at")?),
+        tenant: r.get("tenant_id")?,
+        customer: r.get("customer_id")?,
+        technician: r.get("technician_id")?,
+        name: r.get("name")?,
+        created_at: ms_text(r.get("created_at")?),
         expires_at: expires_at.map(ms_text),
         revoked_at: revoked_at.map(ms_text),
         status,
     })
 }
 
-impl Store {
+impl Pool {
     /// Issues a token in `req.tenant`, which must exist. Without one: an admin token is
     /// the deployment's (every tenant); a gateway token acts in the deployment's only
     /// tenant, or in any; any other role acts in the only tenant, which must exist (a
@@ -101,9 +99,12 @@ impl Store {
         if req.expires_at.is_some_and(|e| e <= now_ms) {
             return Ok(Err("the expiry is in the past".into()));
         }
-        let tenants: Vec<String> = sqlx::query_scalar("SELECT id FROM tenants ORDER BY id")
-            .fetch_all(self.pool())
-            .await?;
+        let tenants = q("SELECT id FROM tenants ORDER BY id")
+            .fetch_all(self)
+            .await?
+            .iter()
+            .map(|r| r.get::<String>("id"))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
         if let Some(t) = &req.tenant
             && !tenants.contains(t)
         {
@@ -135,33 +136,31 @@ impl Store {
             },
         };
         if let Some(c) = &req.customer {
-            let found: Option<String> =
-                sqlx::query_scalar("SELECT id FROM customers WHERE id = ? AND tenant_id = ?")
-                    .bind(c)
-                    .bind(&tenant)
-                    .fetch_optional(self.pool())
-                    .await?;
+            let found = q("SELECT id FROM customers WHERE id = $1 AND tenant_id = $2")
+                .bind(c)
+                .bind(&tenant)
+                .fetch_optional(self)
+                .await?;
             if found.is_none() {
                 return Ok(Err(format!("no customer `{c}`")));
             }
         }
         if let Some(t) = &req.technician {
-            let found: Option<String> =
-                sqlx::query_scalar("SELECT id FROM technicians WHERE id = ? AND tenant_id = ?")
-                    .bind(t)
-                    .bind(&tenant)
-                    .fetch_optional(self.pool())
-                    .await?;
+            let found = q("SELECT id FROM technicians WHERE id = $1 AND tenant_id = $2")
+                .bind(t)
+                .bind(&tenant)
+                .fetch_optional(self)
+                .await?;
             if found.is_none() {
                 return Ok(Err(format!("no technician `{t}`")));
             }
         }
         let (secret, hash) = new_secret();
         let id = format!("tok-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        sqlx::query(
+        q(
             "INSERT INTO api_tokens (id, role, tenant_id, customer_id, technician_id, name,
-                 secret_sha256, created_at, expires_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+               secret_sha256, created_at, expires_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&id)
         .bind(req.role.as_str())
@@ -172,7 +171,7 @@ impl Store {
         .bind(&hash)
         .bind(now_ms)
         .bind(req.expires_at)
-        .execute(self.pool())
+        .execute(self)
         .await?;
         let token = self
             .token(&id, now_ms)
@@ -190,9 +189,9 @@ impl Store {
     }
 
     pub async fn token(&self, id: &str, now_ms: i64) -> Result<Option<TokenView>> {
-        sqlx::query("SELECT * FROM api_tokens WHERE id = ?")
+        q("SELECT * FROM api_tokens WHERE id = $1")
             .bind(id)
-            .fetch_optional(self.pool())
+            .fetch_optional(self)
             .await?
             .map(|r| token_view(&r, now_ms))
             .transpose()
@@ -200,12 +199,10 @@ impl Store {
 
     /// Tokens of `tenant` (`None`: all), newest first.
     pub async fn tokens(&self, tenant: Option<&str>, now_ms: i64) -> Result<Vec<TokenView>> {
-        sqlx::query(
-            "SELECT * FROM api_tokens WHERE ?1 IS NULL OR tenant_id = ?1
-             ORDER BY created_at DESC, id",
-        )
+        q("SELECT * FROM api_tokens WHERE $1 IS NULL OR tenant_id = $1
+           ORDER BY created_at DESC, id")
         .bind(tenant)
-        .fetch_all(self.pool())
+        .fetch_all(self)
         .await?
         .iter()
         .map(|r| token_view(r, now_ms))
@@ -214,10 +211,10 @@ impl Store {
 
     /// Revokes a token; `None`: no such token. Revoking twice keeps the first time.
     pub async fn revoke_token(&self, id: &str, now_ms: i64) -> Result<Option<TokenView>> {
-        sqlx::query("UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?")
+        q("UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2")
             .bind(now_ms)
             .bind(id)
-            .execute(self.pool())
+            .execute(self)
             .await?;
         self.token(id, now_ms).await
     }
@@ -225,33 +222,32 @@ impl Store {
     /// Revokes every active token of this name (a process re-issuing its own token at
     /// start revokes the one it issued last time); how many.
     pub async fn revoke_tokens_named(&self, name: &str, now_ms: i64) -> Result<u64> {
-        Ok(sqlx::query(
-            "UPDATE api_tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
+        Ok(
+            q("UPDATE api_tokens SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL")
+                .bind(now_ms)
+                .bind(name)
+                .execute(self)
+                .await?,
         )
-        .bind(now_ms)
-        .bind(name)
-        .execute(self.pool())
-        .await?
-        .rows_affected())
     }
 
     /// Whether an admin token that is neither revoked nor expired exists.
     pub async fn has_active_admin_token(&self, now_ms: i64) -> Result<bool> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM api_tokens WHERE role = 'admin' AND revoked_at IS NULL
-               AND (expires_at IS NULL OR expires_at > ?)",
+        Ok(q(
+            "SELECT id FROM api_tokens WHERE role = 'admin' AND revoked_at IS NULL
+                AND (expires_at IS NULL OR expires_at > $1) LIMIT 1",
         )
         .bind(now_ms)
-        .fetch_one(self.pool())
-        .await?;
-        Ok(n > 0)
+        .fetch_optional(self)
+        .await?
+        .is_some())
     }
 
     /// The caller a secret's hash stands for.
     pub async fn principal(&self, secret_sha256: &str, now_ms: i64) -> Result<TokenLookup> {
-        let Some(r) = sqlx::query("SELECT * FROM api_tokens WHERE secret_sha256 = ?")
+        let Some(r) = q("SELECT * FROM api_tokens WHERE secret_sha256 = $1")
             .bind(secret_sha256)
-            .fetch_optional(self.pool())
+            .fetch_optional(self)
             .await?
         else {
             return Ok(TokenLookup::Unknown);
@@ -273,54 +269,59 @@ impl Store {
     /// Whose object `id` of `kind` is; `None`: there is no such object.
     pub async fn owner(&self, kind: ObjectKind, id: &str) -> Result<Option<Owner>> {
         let sql = match kind {
+            // Its technicians (everyone with a work order on it) are read below.
             ObjectKind::Machine => {
-                "SELECT m.tenant_id, m.customer_id,
-                    (SELECT group_concat(DISTINCT w.technician_id) FROM work_orders w
-                     WHERE w.machine_id = m.id) AS technicians
-                 FROM machines m WHERE m.id = ?"
+                "SELECT tenant_id, customer_id, NULL AS technicians FROM machines WHERE id = $1"
             }
             ObjectKind::Offer => {
-                "SELECT tenant_id, customer_id, NULL AS technicians FROM offers WHERE id = ?"
+                "SELECT tenant_id, customer_id, NULL AS technicians FROM offers WHERE id = $1"
             }
             ObjectKind::WorkOrder => {
                 "SELECT w.tenant_id, m.customer_id, w.technician_id AS technicians
-                 FROM work_orders w JOIN machines m ON m.id = w.machine_id WHERE w.id = ?"
+                 FROM work_orders w JOIN machines m ON m.id = w.machine_id WHERE w.id = $1"
             }
             ObjectKind::Site => {
-                "SELECT tenant_id, customer_id, NULL AS technicians FROM sites WHERE id = ?"
+                "SELECT tenant_id, customer_id, NULL AS technicians FROM sites WHERE id = $1"
             }
             ObjectKind::Customer => {
-                "SELECT tenant_id, id AS customer_id, NULL AS technicians FROM customers WHERE id = ?"
+                "SELECT tenant_id, id AS customer_id, NULL AS technicians FROM customers WHERE id = $1"
             }
             ObjectKind::Technician => {
-                "SELECT tenant_id, NULL AS customer_id, id AS technicians FROM technicians WHERE id = ?"
+                "SELECT tenant_id, NULL AS customer_id, id AS technicians FROM technicians WHERE id = $1"
             }
             ObjectKind::Survey => {
-                "SELECT tenant_id, customer_id, NULL AS technicians FROM surveys WHERE id = ?"
+                "SELECT tenant_id, customer_id, NULL AS technicians FROM surveys WHERE id = $1"
             }
             ObjectKind::Part => {
-                "SELECT tenant_id, NULL AS customer_id, NULL AS technicians FROM parts WHERE id = ?"
+                "SELECT tenant_id, NULL AS customer_id, NULL AS technicians FROM parts WHERE id = $1"
             }
             // A deployment admin's token has no tenant: only a deployment admin sees it.
             ObjectKind::Token => {
                 "SELECT COALESCE(tenant_id, '') AS tenant_id, NULL AS customer_id,
-                    NULL AS technicians FROM api_tokens WHERE id = ?"
+                    NULL AS technicians FROM api_tokens WHERE id = $1"
             }
         };
-        let Some(r) = sqlx::query(sql)
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await?
-        else {
+        let Some(r) = q(sql).bind(id).fetch_optional(self).await? else {
             return Ok(None);
         };
-        let technicians: Option<String> = r.try_get("technicians")?;
+        let technicians = if kind == ObjectKind::Machine {
+            q("SELECT DISTINCT technician_id FROM work_orders
+               WHERE machine_id = $1 AND technician_id IS NOT NULL ORDER BY technician_id")
+            .bind(id)
+            .fetch_all(self)
+            .await?
+            .iter()
+            .map(|t| t.get::<String>("technician_id"))
+            .collect::<std::result::Result<_, _>>()?
+        } else {
+            r.get::<Option<String>>("technicians")?
+                .into_iter()
+                .collect()
+        };
         Ok(Some(Owner {
-            tenant: r.try_get("tenant_id")?,
-            customer: r.try_get("customer_id")?,
-            technicians: technicians
-                .map(|t| t.split(',').map(str::to_string).collect())
-                .unwrap_or_default(),
+            tenant: r.get("tenant_id")?,
+            customer: r.get("customer_id")?,
+            technicians,
         }))
     }
 }

@@ -3,10 +3,11 @@
 //! answers must be the right ones.
 
 use wearcast_protocol::UnixMs;
+use wearcast_server::auth::{Owner, Role, TokenRequest, TokenView, secret_hash};
 use wearcast_server::backtest::BacktestSummary;
 use wearcast_server::devices::verify;
-use wearcast_server::store::AuditEntry;
 use wearcast_server::store::db::Pool;
+use wearcast_server::store::{AuditEntry, ObjectKind, TokenLookup};
 use wearcast_server::views::Rfc3339;
 
 use crate::ingest::Engines;
@@ -125,6 +126,128 @@ async fn mqtt_users(db: &Pool) -> Vec<(String, Option<(String, String)>)> {
     users.into_iter().map(|u| (u.username, u.device)).collect()
 }
 
+const NOW: i64 = 1_700_000_000_000;
+
+/// What a token scenario answers, ids left out (they are fresh on each engine).
+#[derive(Debug, PartialEq)]
+struct Tokens {
+    refusals: Vec<String>,
+    listed: Vec<TokenView>,
+    lookups: Vec<TokenLookup>,
+    admin_before_and_after: (bool, bool),
+    named_revoked: u64,
+    owners: Vec<Option<Owner>>,
+}
+
+/// API tokens: issued in the only tenant, refused for what does not exist, listed
+/// newest first, revoked (once), expired, looked up by secret; and objects' owners.
+async fn tokens(db: &Pool) -> Tokens {
+    let issue = |req: TokenRequest, at: i64| async move { db.issue_token(&req, at).await.unwrap() };
+    let refusals = vec![
+        issue(TokenRequest::for_customer("cust-404"), NOW)
+            .await
+            .unwrap_err(),
+        issue(
+            TokenRequest {
+                tenant: Some("globex".into()),
+                ..TokenRequest::new(Role::Service)
+            },
+            NOW,
+        )
+        .await
+        .unwrap_err(),
+        issue(
+            TokenRequest {
+                expires_at: Some(NOW - 1),
+                ..TokenRequest::new(Role::Service)
+            },
+            NOW,
+        )
+        .await
+        .unwrap_err(),
+    ];
+    let admin_before = db.has_active_admin_token(NOW).await.unwrap();
+    let admin = issue(
+        TokenRequest {
+            name: "admin".into(),
+            ..TokenRequest::new(Role::Admin)
+        },
+        NOW,
+    )
+    .await
+    .unwrap();
+    let customer = issue(TokenRequest::for_customer("cust-1"), NOW + 1)
+        .await
+        .unwrap();
+    let short = issue(
+        TokenRequest {
+            expires_at: Some(NOW + 10),
+            ..TokenRequest::new(Role::Gateway)
+        },
+        NOW + 2,
+    )
+    .await
+    .unwrap();
+    let admin_after = db.has_active_admin_token(NOW + 3).await.unwrap();
+    let revoked = db
+        .revoke_token(&customer.token.id, NOW + 4)
+        .await
+        .unwrap()
+        .unwrap();
+    let again = db
+        .revoke_token(&customer.token.id, NOW + 5)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        revoked.revoked_at, again.revoked_at,
+        "revoking twice keeps the first time"
+    );
+    assert!(db.revoke_token("tok-404", NOW).await.unwrap().is_none());
+    let named_revoked = db.revoke_tokens_named("admin", NOW + 6).await.unwrap();
+    let anonymous = |mut v: TokenView| {
+        v.id = String::new();
+        v
+    };
+    let listed = db
+        .tokens(Some("acme"), NOW + 20)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(anonymous)
+        .collect();
+    let mut answers = Vec::new();
+    for secret in [&admin.secret, &customer.secret, &short.secret, "wc_nothing"] {
+        answers.push(
+            match db.principal(&secret_hash(secret), NOW + 20).await.unwrap() {
+                TokenLookup::Valid(mut p) => {
+                    p.token = String::new();
+                    TokenLookup::Valid(p)
+                }
+                other => other,
+            },
+        );
+    }
+    let mut owners = Vec::new();
+    for (kind, id) in [
+        (ObjectKind::Machine, "m-1"),
+        (ObjectKind::Customer, "cust-1"),
+        (ObjectKind::Site, "site-1"),
+        (ObjectKind::Offer, "of-404"),
+        (ObjectKind::Token, admin.token.id.as_str()),
+    ] {
+        owners.push(db.owner(kind, id).await.unwrap());
+    }
+    Tokens {
+        refusals,
+        listed,
+        lookups: answers,
+        admin_before_and_after: (admin_before, admin_after),
+        named_revoked,
+        owners,
+    }
+}
+
 #[tokio::test]
 async fn the_portable_queries_answer_the_same_on_both_engines() {
     let Some(e) = Engines::open().await else {
@@ -157,6 +280,35 @@ async fn the_portable_queries_answer_the_same_on_both_engines() {
     };
     assert_eq!(tests(&a[0]), ["test-4.csv", "test-2.csv", "test-1.csv"]);
     assert_eq!(tests(&a[1]), ["test-4.csv", "test-3.csv"]);
+
+    let (a, b) = (tokens(lite).await, tokens(pg).await);
+    assert_eq!(a, b);
+    assert_eq!(a.refusals.len(), 3);
+    assert!(a.refusals[0].contains("cust-404"), "{:?}", a.refusals);
+    assert_eq!(a.admin_before_and_after, (false, true));
+    assert_eq!(a.named_revoked, 1, "the admin token, named");
+    let states: Vec<(&str, &str)> = a
+        .listed
+        .iter()
+        .map(|t| (t.role.as_str(), t.status))
+        .collect();
+    // Newest first; the deployment admin's token is in no tenant's list.
+    assert_eq!(states, [("gateway", "expired"), ("customer", "revoked")]);
+    assert!(matches!(a.lookups[0], TokenLookup::Revoked));
+    assert!(matches!(a.lookups[1], TokenLookup::Revoked));
+    assert!(matches!(a.lookups[2], TokenLookup::Expired));
+    assert!(matches!(a.lookups[3], TokenLookup::Unknown));
+    let cust = a.owners[1].as_ref().unwrap();
+    assert_eq!(
+        (cust.tenant.as_str(), cust.customer.as_deref()),
+        ("acme", Some("cust-1"))
+    );
+    assert!(a.owners[3].is_none());
+    assert_eq!(
+        a.owners[4].as_ref().unwrap().tenant,
+        "",
+        "a deployment admin's token"
+    );
 
     let (a, b) = (mqtt_users(lite).await, mqtt_users(pg).await);
     assert_eq!(a, b);
