@@ -125,6 +125,17 @@ pub fn highest_placeholder(sql: &str) -> usize {
     highest
 }
 
+/// `sql` with `args` bound, for the engine the caller's return type names.
+macro_rules! bound {
+    ($sql:expr, $args:expr) => {
+        $args.into_iter().fold(sqlx::query($sql), |q, a| match a {
+            Arg::Int(v) => q.bind(v),
+            Arg::Real(v) => q.bind(v),
+            Arg::Text(v) => q.bind(v),
+        })
+    };
+}
+
 impl Q {
     /// Binds the next placeholder.
     pub fn bind(mut self, v: impl Into<Arg>) -> Self {
@@ -145,24 +156,12 @@ impl Q {
 
     fn sqlite(self) -> Query<'static, Sqlite, SqliteArguments> {
         self.checked();
-        self.args
-            .into_iter()
-            .fold(sqlx::query(self.sql), |q, a| match a {
-                Arg::Int(v) => q.bind(v),
-                Arg::Real(v) => q.bind(v),
-                Arg::Text(v) => q.bind(v),
-            })
+        bound!(self.sql, self.args)
     }
 
     fn pg(self) -> Query<'static, Postgres, PgArguments> {
         self.checked();
-        self.args
-            .into_iter()
-            .fold(sqlx::query(self.sql), |q, a| match a {
-                Arg::Int(v) => q.bind(v),
-                Arg::Real(v) => q.bind(v),
-                Arg::Text(v) => q.bind(v),
-            })
+        bound!(self.sql, self.args)
     }
 
     /// Runs it; the number of rows it changed.
