@@ -187,10 +187,18 @@
       .join('');
     const el = $('schedule-list');
     setHtml(el, html);
+    const used = new Set();
     for (const slot of el.querySelectorAll('[data-form-slot]')) {
       const wo = orders.find((o) => o.id === slot.getAttribute('data-form-slot'));
       const node = wo && formNode(wo);
-      if (node && node.parentNode !== slot) slot.appendChild(node);
+      if (!node) continue;
+      used.add(node);
+      if (node.parentNode !== slot) slot.appendChild(node);
+    }
+    // The forms of work orders no longer shown (completed, cancelled, filtered out) are
+    // let go, so a tablet left open for days does not keep every form it ever showed.
+    for (const [key, node] of formNodes) {
+      if (!used.has(node)) formNodes.delete(key);
     }
   }
 
