@@ -18,13 +18,56 @@
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::Query;
 use sqlx::sqlite::{SqliteArguments, SqliteRow};
-use sqlx::{Decode, PgPool, Postgres, Row, Sqlite, SqlitePool, Type};
+use sqlx::{Decode, PgPool, Postgres, Row, Sqlite, SqlitePool, Transaction, Type};
 
 /// SQLite's or PostgreSQL's connection pool; cheap to clone.
 #[derive(Clone, Debug)]
 pub enum Pool {
     Sqlite(SqlitePool),
     Postgres(PgPool),
+}
+
+/// The PostgreSQL advisory lock a write transaction holds (`pg_advisory_xact_lock`):
+/// one writer at a time across every server on the database, as SQLite's write lock
+/// gives on one file. The key is arbitrary but fixed ("wearcast" in ASCII).
+pub const WRITE_LOCK: i64 = 0x7765_6172_6361_7374;
+
+/// A write transaction on either engine; see [`Pool::begin_write`].
+pub enum Tx {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
+}
+
+impl Pool {
+    /// A write transaction that holds the database's one writer's place until it ends:
+    /// on SQLite, `BEGIN IMMEDIATE` (its write lock, taken up front, so writers queue
+    /// within the busy timeout instead of one that read first failing); on PostgreSQL,
+    /// [`WRITE_LOCK`], so that a read-then-write in it sees no other writer's change
+    /// meanwhile, whichever server replica runs it.
+    pub async fn begin_write(&self) -> Result<Tx, sqlx::Error> {
+        Ok(match self {
+            Self::Sqlite(p) => Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
+            Self::Postgres(p) => {
+                let mut tx = p.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(WRITE_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
+                Tx::Postgres(tx)
+            }
+        })
+    }
+}
+
+impl Tx {
+    /// Commits (and, on PostgreSQL, releases [`WRITE_LOCK`]). Dropped without it, the
+    /// transaction rolls back.
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        match self {
+            Self::Sqlite(tx) => tx.commit().await,
+            Self::Postgres(tx) => tx.commit().await,
+        }
+    }
 }
 
 /// A column type both engines decode.
@@ -199,6 +242,34 @@ impl Q {
             Pool::Postgres(p) => self.pg().fetch_optional(p).await?.map(DbRow::Postgres),
         })
     }
+
+    /// [`Q::execute`] inside `tx`.
+    pub async fn execute_in(self, tx: &mut Tx) -> Result<u64, sqlx::Error> {
+        Ok(match tx {
+            Tx::Sqlite(t) => self.sqlite().execute(&mut **t).await?.rows_affected(),
+            Tx::Postgres(t) => self.pg().execute(&mut **t).await?.rows_affected(),
+        })
+    }
+
+    /// [`Q::fetch_all`] inside `tx`.
+    pub async fn fetch_all_in(self, tx: &mut Tx) -> Result<Vec<DbRow>, sqlx::Error> {
+        Ok(match tx {
+            Tx::Sqlite(t) => self
+                .sqlite()
+                .fetch_all(&mut **t)
+                .await?
+                .into_iter()
+                .map(DbRow::Sqlite)
+                .collect(),
+            Tx::Postgres(t) => self
+                .pg()
+                .fetch_all(&mut **t)
+                .await?
+                .into_iter()
+                .map(DbRow::Postgres)
+                .collect(),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -249,6 +320,44 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(one.get::<String>("s").unwrap(), "seven");
+    }
+
+    #[tokio::test]
+    async fn a_write_transaction_commits_or_rolls_back_as_a_whole_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let pool = Pool::Sqlite(SqlitePool::connect(&url).await.unwrap());
+        q("CREATE TABLE t (i INTEGER)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let count = |pool: Pool| async move {
+            q("SELECT COUNT(*) AS n FROM t")
+                .fetch_all(&pool)
+                .await
+                .unwrap()[0]
+                .get::<i64>("n")
+                .unwrap()
+        };
+        let mut tx = pool.begin_write().await.unwrap();
+        q("INSERT INTO t VALUES ($1)")
+            .bind(1)
+            .execute_in(&mut tx)
+            .await
+            .unwrap();
+        let seen = q("SELECT i FROM t").fetch_all_in(&mut tx).await.unwrap();
+        assert_eq!(seen.len(), 1, "the transaction sees its own write");
+        drop(tx);
+        assert_eq!(count(pool.clone()).await, 0, "dropped: rolled back");
+        let mut tx = pool.begin_write().await.unwrap();
+        q("INSERT INTO t VALUES ($1), ($2)")
+            .bind(1)
+            .bind(2)
+            .execute_in(&mut tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(count(pool).await, 2);
     }
 
     #[tokio::test]

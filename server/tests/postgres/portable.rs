@@ -6,7 +6,7 @@ use wearcast_protocol::UnixMs;
 use wearcast_server::auth::{Owner, Role, TokenRequest, TokenView, secret_hash};
 use wearcast_server::backtest::BacktestSummary;
 use wearcast_server::devices::verify;
-use wearcast_server::store::db::Pool;
+use wearcast_server::store::db::{Pool, q};
 use wearcast_server::store::{AuditEntry, ObjectKind, TokenLookup};
 use wearcast_server::views::Rfc3339;
 
@@ -322,4 +322,48 @@ async fn the_portable_queries_answer_the_same_on_both_engines() {
             )
         ]
     );
+}
+
+/// On PostgreSQL a write transaction holds the store's advisory lock: a second one (on
+/// another connection, as from another replica) waits until the first ends, then sees
+/// what it wrote.
+#[tokio::test]
+async fn postgres_write_transactions_take_turns_like_sqlites() {
+    let Some(e) = Engines::open().await else {
+        return;
+    };
+    let pg: Pool = (*e.pg).clone();
+    let mut first = pg.begin_write().await.unwrap();
+    q("UPDATE tenants SET name = $1 WHERE id = $2")
+        .bind("Acme (first)")
+        .bind("acme")
+        .execute_in(&mut first)
+        .await
+        .unwrap();
+    let second = {
+        let pg = pg.clone();
+        tokio::spawn(async move {
+            let mut tx = pg.begin_write().await.unwrap();
+            let name: String = q("SELECT name FROM tenants WHERE id = $1")
+                .bind("acme")
+                .fetch_all_in(&mut tx)
+                .await
+                .unwrap()[0]
+                .get("name")
+                .unwrap();
+            tx.commit().await.unwrap();
+            name
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        !second.is_finished(),
+        "the second writer did not wait for the first"
+    );
+    first.commit().await.unwrap();
+    let seen = tokio::time::timeout(std::time::Duration::from_secs(10), second)
+        .await
+        .expect("the second writer went on once the first committed")
+        .unwrap();
+    assert_eq!(seen, "Acme (first)");
 }
