@@ -8,7 +8,7 @@
 //! that both engines can bind and read what the store uses.
 //!
 //! The store moves onto this one module at a time; what has moved is an `impl Pool`
-//! block (API tokens and object owners, audit log, backtests, MQTT users so far) that
+//! block (API tokens and object owners, audit log, backtests, MQTT users, retention so far) that
 //! `Store` (SQLite) offers, and
 //! `PgStore` exposes through [`PgStore::db`](super::postgres::PgStore::db). The rest
 //! of the store is still SQLite's own. The queries that have moved must be portable

@@ -5,10 +5,10 @@
 //! transaction, so a long backlog (the first pass on an old database) never holds the
 //! write lock for long and each transaction's work is bounded.
 
-use sqlx::Row;
 use wearcast_protocol::UnixMs;
 
-use super::{Store, StoreError};
+use super::StoreError;
+use super::db::{Pool, q};
 
 type Result<T> = std::result::Result<T, StoreError>;
 
@@ -27,7 +27,56 @@ pub struct RetentionReport {
     pub batches_forgotten: u64,
 }
 
-impl Store {
+/// The roll-up of the raw windows starting in `[$2, $3)` into their hours (`$1` ms):
+/// one row per machine, channel and hour: count, the count-weighted mean, M2 by the
+/// parallel formula (sum of M2 plus the spread of the window means), and the last value
+/// of the window seen last; merged the same way into an hour already rolled up.
+/// Portable SQL (`store::db`): sums cast to fixed types (PostgreSQL's SUM of a BIGINT
+/// is NUMERIC), `CASE` for the two-value MAX/MIN SQLite has and PostgreSQL does not,
+/// and the hour computed before grouping, so the last-value subquery only names grouped
+/// columns.
+const ROLL_UP: &str = "INSERT INTO telemetry_hourly
+       (machine_id, channel, start_ms, end_ms, n, mean, m2, vmin, vmax, vlast, last_ts)
+     SELECT machine_id, channel, hour, end_ms, n, mean,
+            CASE WHEN m2 > 0.0 THEN m2 ELSE 0.0 END, vmin, vmax, vlast, last_ts
+     FROM (
+         SELECT w.machine_id, w.channel, w.hour,
+                MAX(w.end_ms) AS end_ms,
+                CAST(SUM(w.n) AS BIGINT) AS n,
+                SUM(w.n * w.mean) / CAST(SUM(w.n) AS DOUBLE PRECISION) AS mean,
+                SUM(w.m2) + SUM(w.n * w.mean * w.mean)
+                    - SUM(w.n * w.mean) * SUM(w.n * w.mean)
+                      / CAST(SUM(w.n) AS DOUBLE PRECISION) AS m2,
+                MIN(w.vmin) AS vmin, MAX(w.vmax) AS vmax,
+                (SELECT l.vlast FROM telemetry_windows l
+                  WHERE l.machine_id = w.machine_id AND l.channel = w.channel
+                    AND l.start_ms >= w.hour AND l.start_ms < w.hour + $1
+                    AND l.start_ms >= $2 AND l.start_ms < $3
+                  ORDER BY l.last_ts DESC, l.start_ms DESC LIMIT 1) AS vlast,
+                MAX(w.last_ts) AS last_ts
+         FROM (SELECT r.*, (r.start_ms / $1) * $1 AS hour FROM telemetry_windows r
+               WHERE r.start_ms >= $2 AND r.start_ms < $3 AND r.n > 0) w
+         GROUP BY w.machine_id, w.channel, w.hour
+     ) hours WHERE true
+     ON CONFLICT (machine_id, channel, start_ms) DO UPDATE SET
+       end_ms = CASE WHEN excluded.end_ms > telemetry_hourly.end_ms
+                     THEN excluded.end_ms ELSE telemetry_hourly.end_ms END,
+       n = telemetry_hourly.n + excluded.n,
+       mean = (telemetry_hourly.mean * telemetry_hourly.n + excluded.mean * excluded.n)
+              / (telemetry_hourly.n + excluded.n),
+       m2 = telemetry_hourly.m2 + excluded.m2
+            + (excluded.mean - telemetry_hourly.mean) * (excluded.mean - telemetry_hourly.mean)
+              * telemetry_hourly.n * excluded.n / (telemetry_hourly.n + excluded.n),
+       vmin = CASE WHEN excluded.vmin < telemetry_hourly.vmin
+                   THEN excluded.vmin ELSE telemetry_hourly.vmin END,
+       vmax = CASE WHEN excluded.vmax > telemetry_hourly.vmax
+                   THEN excluded.vmax ELSE telemetry_hourly.vmax END,
+       vlast = CASE WHEN excluded.last_ts >= telemetry_hourly.last_ts
+                    THEN excluded.vlast ELSE telemetry_hourly.vlast END,
+       last_ts = CASE WHEN excluded.last_ts > telemetry_hourly.last_ts
+                      THEN excluded.last_ts ELSE telemetry_hourly.last_ts END";
+
+impl Pool {
     /// Merges every raw window that starts before `cutoff` (aligned down to an hour)
     /// into its hour's roll-up, deleting it, and forgets batch ids received before
     /// `batches_before`.
@@ -39,10 +88,12 @@ impl Store {
         let mut report = RetentionReport::default();
         let cutoff = cutoff.0.div_euclid(HOUR_MS) * HOUR_MS;
         loop {
-            let oldest: Option<i64> =
-                sqlx::query_scalar("SELECT MIN(start_ms) FROM telemetry_windows")
-                    .fetch_one(self.pool())
-                    .await?;
+            let oldest: Option<i64> = q("SELECT MIN(start_ms) AS oldest FROM telemetry_windows")
+                .fetch_optional(self)
+                .await?
+                .map(|r| r.get("oldest"))
+                .transpose()?
+                .flatten();
             let Some(oldest) = oldest.filter(|o| *o < cutoff) else {
                 break;
             };
@@ -51,86 +102,51 @@ impl Store {
             report.windows_rolled_up += windows;
             report.hours_written += hours;
         }
-        report.batches_forgotten =
-            sqlx::query("DELETE FROM ingested_batches WHERE received_at < ?")
-                .bind(batches_before.0)
-                .execute(self.pool())
-                .await?
-                .rows_affected();
+        report.batches_forgotten = q("DELETE FROM ingested_batches WHERE received_at < $1")
+            .bind(batches_before.0)
+            .execute(self)
+            .await?;
         Ok(report)
     }
 
     /// Rolls up the raw windows starting in `[from, until)` (`until` on an hour), in
     /// one transaction: (windows merged, hourly rows written).
     async fn roll_up(&self, from: i64, until: i64) -> Result<(u64, u64)> {
-        let mut tx = self.write_tx().await?;
-        // One row per machine, channel and hour: count, the count-weighted mean, M2 by
-        // the parallel formula (sum of M2 plus the spread of the window means), and the
-        // last value of the window seen last.
-        let hours = sqlx::query(
-            "INSERT INTO telemetry_hourly (machine_id, channel, start_ms, end_ms, n, mean, m2, vmin, vmax, vlast, last_ts)
-             SELECT machine_id, channel, hour, end_ms, n, mean, m2, vmin, vmax, vlast, last_ts FROM (
-                 SELECT w.machine_id, w.channel, (w.start_ms / ?1) * ?1 AS hour,
-                        MAX(w.end_ms) AS end_ms,
-                        SUM(w.n) AS n,
-                        SUM(w.n * w.mean) / SUM(w.n) AS mean,
-                        MAX(0.0, SUM(w.m2) + SUM(w.n * w.mean * w.mean)
-                            - SUM(w.n * w.mean) * SUM(w.n * w.mean) / SUM(w.n)) AS m2,
-                        MIN(w.vmin) AS vmin, MAX(w.vmax) AS vmax,
-                        (SELECT l.vlast FROM telemetry_windows l
-                          WHERE l.machine_id = w.machine_id AND l.channel = w.channel
-                            AND l.start_ms >= (w.start_ms / ?1) * ?1
-                            AND l.start_ms < (w.start_ms / ?1) * ?1 + ?1
-                            AND l.start_ms >= ?2 AND l.start_ms < ?3
-                          ORDER BY l.last_ts DESC, l.start_ms DESC LIMIT 1) AS vlast,
-                        MAX(w.last_ts) AS last_ts
-                 FROM telemetry_windows w
-                 WHERE w.start_ms >= ?2 AND w.start_ms < ?3 AND w.n > 0
-                 GROUP BY w.machine_id, w.channel, hour
-             ) WHERE true
-             ON CONFLICT (machine_id, channel, start_ms) DO UPDATE SET
-               end_ms = MAX(end_ms, excluded.end_ms),
-               n = n + excluded.n,
-               mean = (mean * n + excluded.mean * excluded.n) / (n + excluded.n),
-               m2 = m2 + excluded.m2
-                    + (excluded.mean - mean) * (excluded.mean - mean) * n * excluded.n / (n + excluded.n),
-               vmin = MIN(vmin, excluded.vmin),
-               vmax = MAX(vmax, excluded.vmax),
-               vlast = CASE WHEN excluded.last_ts >= last_ts THEN excluded.vlast ELSE vlast END,
-               last_ts = MAX(last_ts, excluded.last_ts)",
-        )
-        .bind(HOUR_MS)
-        .bind(from)
-        .bind(until)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        let windows =
-            sqlx::query("DELETE FROM telemetry_windows WHERE start_ms >= ? AND start_ms < ?")
-                .bind(from)
-                .bind(until)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+        let mut tx = self.begin_write().await?;
+        let hours = q(ROLL_UP)
+            .bind(HOUR_MS)
+            .bind(from)
+            .bind(until)
+            .execute_in(&mut tx)
+            .await?;
+        let windows = q("DELETE FROM telemetry_windows WHERE start_ms >= $1 AND start_ms < $2")
+            .bind(from)
+            .bind(until)
+            .execute_in(&mut tx)
+            .await?;
         tx.commit().await?;
         Ok((windows, hours))
     }
 
     /// How many raw windows and hourly roll-ups are kept (for `/metrics` and tests).
     pub async fn telemetry_rows(&self) -> Result<(i64, i64)> {
-        let row = sqlx::query(
-            "SELECT (SELECT COUNT(*) FROM telemetry_windows) AS raw,
-                    (SELECT COUNT(*) FROM telemetry_hourly) AS hourly",
-        )
-        .fetch_one(self.pool())
+        let rows = q("SELECT (SELECT COUNT(*) FROM telemetry_windows) AS raw,
+                             (SELECT COUNT(*) FROM telemetry_hourly) AS hourly")
+        .fetch_all(self)
         .await?;
-        Ok((row.try_get("raw")?, row.try_get("hourly")?))
+        let row = rows
+            .first()
+            .ok_or_else(|| StoreError::Corrupt("COUNT answered no row".into()))?;
+        Ok((row.get("raw")?, row.get("hourly")?))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use sqlx::Row;
+
     use super::*;
+    use crate::store::Store;
 
     /// One raw window of `samples`, as the gateway would send it.
     struct Raw {
@@ -352,6 +368,7 @@ mod ingest_tests {
 
     use super::*;
     use crate::store::BatchSelection;
+    use crate::store::Store;
 
     fn window(machine: &str, start: i64, values: &[f64], last_ts: i64) -> WindowAggregate {
         let n = values.len() as f64;

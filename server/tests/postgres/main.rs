@@ -6,7 +6,7 @@
 //! is an error that names it. The ingest path (`PgStore::store_batch`) must store the same
 //! batches as SQLite's `Store::store_batch` into the same rows (`ingest.rs`). The
 //! queries written once for both engines (`store::db`: API tokens and owners, the audit
-//! log, backtests, MQTT users so far) must answer the same on both (`portable.rs`).
+//! log, backtests, MQTT users, retention so far) must answer the same on both (`portable.rs`).
 //!
 //! The server is `postgres://postgres@127.0.0.1:5432/postgres` (trust authentication,
 //! as `scripts/services` leaves it), or `WEARCAST_TEST_POSTGRES_URL`; each test creates a

@@ -367,3 +367,114 @@ async fn postgres_write_transactions_take_turns_like_sqlites() {
         .unwrap();
     assert_eq!(seen, "Acme (first)");
 }
+
+/// An hour-aligned instant.
+const BASE: i64 = 472_222 * 3_600_000;
+
+/// Inserts a raw window of `values` (one a second from `start`) on `db`.
+async fn raw(db: &Pool, machine: &str, start: i64, values: &[f64]) {
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let m2: f64 = values.iter().map(|v| (v - mean).powi(2)).sum();
+    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    q("INSERT INTO telemetry_windows
+         (machine_id, channel, start_ms, end_ms, n, mean, m2, vmin, vmax, vlast, last_ts)
+       VALUES ($1, 'spindle.temp', $2, $3, $4, $5, $6, $7, $8, $9, $10)")
+    .bind(machine)
+    .bind(start)
+    .bind(start + 600_000)
+    .bind(values.len() as i64)
+    .bind(mean)
+    .bind(m2)
+    .bind(min)
+    .bind(max)
+    .bind(*values.last().unwrap())
+    .bind(start + 1000 * (values.len() as i64 - 1))
+    .execute(db)
+    .await
+    .unwrap();
+}
+
+type Hour = (String, i64, i64, i64, [f64; 5], i64);
+
+/// Two passes of retention: the first rolls up two hours, the second a third and
+/// merges a late window into an hour already rolled up. The hours it leaves.
+async fn retention(db: &Pool) -> (Vec<wearcast_server::store::RetentionReport>, Vec<Hour>) {
+    for machine in ["m-1", "m-2"] {
+        for (i, minute) in (0..180).step_by(10).enumerate() {
+            let v = i as f64;
+            raw(db, machine, BASE + minute * 60_000, &[v, v + 1.5, 0.5 * v]).await;
+        }
+    }
+    let first = db
+        .apply_retention(UnixMs(BASE + 2 * 3_600_000 + 1), UnixMs(0))
+        .await
+        .unwrap();
+    raw(db, "m-1", BASE + 5 * 60_000, &[100.0, -3.0]).await;
+    let second = db
+        .apply_retention(UnixMs(BASE + 3 * 3_600_000), UnixMs(0))
+        .await
+        .unwrap();
+    assert_eq!(db.telemetry_rows().await.unwrap(), (0, 6));
+    let hours = q(
+        "SELECT machine_id, start_ms, end_ms, n, mean, m2, vmin, vmax, vlast, last_ts
+                   FROM telemetry_hourly ORDER BY machine_id, start_ms",
+    )
+    .fetch_all(db)
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| {
+        (
+            r.get("machine_id").unwrap(),
+            r.get("start_ms").unwrap(),
+            r.get("end_ms").unwrap(),
+            r.get("n").unwrap(),
+            ["mean", "m2", "vmin", "vmax", "vlast"].map(|c| r.get::<f64>(c).unwrap()),
+            r.get("last_ts").unwrap(),
+        )
+    })
+    .collect();
+    (vec![first, second], hours)
+}
+
+#[tokio::test]
+async fn retention_rolls_up_the_same_hours_on_both_engines() {
+    let Some(e) = Engines::open().await else {
+        return;
+    };
+    let (lite, pg): (&Pool, &Pool) = (&e.sqlite, &e.pg);
+    let (a, b) = (retention(lite).await, retention(pg).await);
+    assert_eq!(a.0, b.0, "the same reports");
+    assert_eq!(a.0[0].windows_rolled_up, 24);
+    assert_eq!(
+        a.0[1].windows_rolled_up, 13,
+        "a third hour, and the late window"
+    );
+    assert_eq!(a.1.len(), 6);
+    for (x, y) in a.1.iter().zip(&b.1) {
+        assert_eq!((&x.0, x.1, x.2, x.3, x.5), (&y.0, y.1, y.2, y.3, y.5));
+        for (u, v) in x.4.iter().zip(&y.4) {
+            assert!((u - v).abs() <= 1e-9 * u.abs().max(1.0), "{x:?} vs {y:?}");
+        }
+    }
+    // m-1's first hour holds its six windows' samples and the late one's.
+    let mut samples: Vec<f64> = (0..6)
+        .flat_map(|i| {
+            let v = f64::from(i);
+            [v, v + 1.5, 0.5 * v]
+        })
+        .collect();
+    samples.extend([100.0, -3.0]);
+    let n = samples.len() as f64;
+    let mean = samples.iter().sum::<f64>() / n;
+    let m2: f64 = samples.iter().map(|v| (v - mean).powi(2)).sum();
+    let hour = &a.1[0];
+    assert_eq!((hour.0.as_str(), hour.1, hour.3), ("m-1", BASE, 20));
+    assert!(
+        (hour.4[0] - mean).abs() < 1e-9 && (hour.4[1] - m2).abs() < 1e-6,
+        "{hour:?}"
+    );
+    assert_eq!((hour.4[2], hour.4[3]), (-3.0, 100.0));
+}
