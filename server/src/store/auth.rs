@@ -269,9 +269,16 @@ impl Pool {
     /// Whose object `id` of `kind` is; `None`: there is no such object.
     pub async fn owner(&self, kind: ObjectKind, id: &str) -> Result<Option<Owner>> {
         let sql = match kind {
-            // Its technicians (everyone with a work order on it) are read below.
+            // Its technicians: everyone with a work order on it, once each (portable
+            // SQL: `string_agg` over a DISTINCT subquery, as neither engine takes
+            // the other's aggregate-with-DISTINCT form).
             ObjectKind::Machine => {
-                "SELECT tenant_id, customer_id, NULL AS technicians FROM machines WHERE id = $1"
+                "SELECT m.tenant_id, m.customer_id,
+                    (SELECT string_agg(d.technician_id, ',') FROM
+                       (SELECT DISTINCT w.technician_id FROM work_orders w
+                        WHERE w.machine_id = m.id AND w.technician_id IS NOT NULL) d
+                    ) AS technicians
+                 FROM machines m WHERE m.id = $1"
             }
             ObjectKind::Offer => {
                 "SELECT tenant_id, customer_id, NULL AS technicians FROM offers WHERE id = $1"
@@ -304,24 +311,13 @@ impl Pool {
         let Some(r) = q(sql).bind(id).fetch_optional(self).await? else {
             return Ok(None);
         };
-        let technicians = if kind == ObjectKind::Machine {
-            q("SELECT DISTINCT technician_id FROM work_orders
-               WHERE machine_id = $1 AND technician_id IS NOT NULL ORDER BY technician_id")
-            .bind(id)
-            .fetch_all(self)
-            .await?
-            .iter()
-            .map(|t| t.get::<String>("technician_id"))
-            .collect::<std::result::Result<_, _>>()?
-        } else {
-            r.get::<Option<String>>("technicians")?
-                .into_iter()
-                .collect()
-        };
+        let technicians: Option<String> = r.get("technicians")?;
         Ok(Some(Owner {
             tenant: r.get("tenant_id")?,
             customer: r.get("customer_id")?,
-            technicians,
+            technicians: technicians
+                .map(|t| t.split(',').map(str::to_string).collect())
+                .unwrap_or_default(),
         }))
     }
 }
